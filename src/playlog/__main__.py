@@ -1,0 +1,5 @@
+import sys
+
+from playlog.cli import main
+
+sys.exit(main())

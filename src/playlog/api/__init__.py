@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicers translating between protobuf and the domain."""

@@ -1,0 +1,195 @@
+"""Protobuf <-> domain, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from playlog.domain.model import (
+    Channel,
+    Entry,
+    ErrorCode,
+    OverrideLayer,
+    OverrideRecord,
+    PublishRecord,
+    ScheduleDay,
+    ScheduleSlot,
+    Segment,
+)
+from playlog.domain.rejection import Rejection
+from playlog.v1 import types_pb2 as pb
+
+
+def channel_to_pb(channel: Channel) -> pb.Channel:
+    return pb.Channel(
+        channel_id=channel.channel_id,
+        locked_window_ms=channel.locked_window_ms,
+        current_generation_id=channel.current_generation_id,
+    )
+
+
+def entry_from_pb(msg: pb.ExecutionEntry) -> Entry:
+    # generation_id, is_operator_override and override_record_id are the
+    # server's to assign: what a client sends there is ignored.
+    return Entry(
+        channel_id=msg.channel_id,
+        block_id=msg.block_id,
+        block_index=msg.block_index,
+        start_utc_ms=msg.start_utc_ms,
+        end_utc_ms=msg.end_utc_ms,
+        segments=tuple(
+            Segment(
+                segment_id=s.segment_id,
+                segment_type=s.segment_type,
+                asset_uri=s.asset_uri,
+                asset_offset_ms=s.asset_offset_ms,
+                duration_ms=s.duration_ms,
+                title=s.title,
+            )
+            for s in msg.segments
+        ),
+        programming_day_date=msg.programming_day_date,
+        transmission_log_ref=msg.transmission_log_ref,
+    )
+
+
+def entry_to_pb(entry: Entry) -> pb.ExecutionEntry:
+    return pb.ExecutionEntry(
+        channel_id=entry.channel_id,
+        block_id=entry.block_id,
+        block_index=entry.block_index,
+        start_utc_ms=entry.start_utc_ms,
+        end_utc_ms=entry.end_utc_ms,
+        segments=[
+            pb.Segment(
+                segment_id=s.segment_id,
+                segment_type=s.segment_type,
+                asset_uri=s.asset_uri,
+                asset_offset_ms=s.asset_offset_ms,
+                duration_ms=s.duration_ms,
+                title=s.title,
+            )
+            for s in entry.segments
+        ],
+        programming_day_date=entry.programming_day_date,
+        transmission_log_ref=entry.transmission_log_ref,
+        is_operator_override=entry.is_operator_override,
+        generation_id=entry.generation_id,
+        override_record_id=entry.override_record_id,
+    )
+
+
+def entries_to_pb(entries: Iterable[Entry]) -> list[pb.ExecutionEntry]:
+    return [entry_to_pb(e) for e in entries]
+
+
+def error_code_to_pb(code: ErrorCode) -> pb.ErrorCode.ValueType:
+    return pb.ErrorCode.Value(f"ERROR_CODE_{code.value}")
+
+
+def publish_result(
+    ok: bool, generation_id: int, override_record_id: str, rejection: Rejection | None
+) -> pb.PublishResult:
+    if rejection is not None:
+        return pb.PublishResult(
+            ok=False, error_code=error_code_to_pb(rejection.code), error_detail=rejection.detail
+        )
+    return pb.PublishResult(
+        ok=ok, published_generation_id=generation_id, override_record_id=override_record_id
+    )
+
+
+def override_record_to_pb(record: OverrideRecord) -> pb.OverrideRecord:
+    return pb.OverrideRecord(
+        id=record.id,
+        layer=pb.OverrideLayer.Value(f"OVERRIDE_LAYER_{record.layer.value}"),
+        channel_id=record.channel_id,
+        target=record.target,
+        superseded=pb.Superseded(
+            entries=[
+                pb.SupersededEntry(
+                    block_id=s.block_id,
+                    generation_id=s.generation_id,
+                    start_utc_ms=s.start_utc_ms,
+                    end_utc_ms=s.end_utc_ms,
+                )
+                for s in record.superseded_entries
+            ],
+            schedule_day_id=record.superseded_schedule_day_id,
+            previous_locked_window_ms=record.previous_locked_window_ms,
+        ),
+        reason_code=record.reason_code,
+        actor=record.actor,
+        created_utc_ms=record.created_utc_ms,
+        resulting_generation_id=record.resulting_generation_id,
+        actor_note=record.actor_note,
+        range_start_utc_ms=record.range_start_utc_ms,
+        range_end_utc_ms=record.range_end_utc_ms,
+        programming_day_date=record.programming_day_date,
+    )
+
+
+def layer_from_name(name: str) -> OverrideLayer:
+    return OverrideLayer(name.removeprefix("OVERRIDE_LAYER_"))
+
+
+def schedule_day_from_pb(msg: pb.ScheduleDay) -> ScheduleDay:
+    return ScheduleDay(
+        id=msg.id,
+        channel_id=msg.channel_id,
+        programming_day_date=msg.programming_day_date,
+        plan_id=msg.plan_id,
+        is_manual_override=msg.is_manual_override,
+        supersedes_id=msg.supersedes_id,
+        slots=tuple(
+            ScheduleSlot(
+                start_utc_ms=s.start_utc_ms,
+                end_utc_ms=s.end_utc_ms,
+                program_id=s.program_id,
+                asset_uri=s.asset_uri,
+                title=s.title,
+            )
+            for s in msg.slots
+        ),
+        resolved_utc_ms=msg.resolved_utc_ms,
+    )
+
+
+def schedule_day_to_pb(day: ScheduleDay) -> pb.ScheduleDay:
+    return pb.ScheduleDay(
+        id=day.id,
+        channel_id=day.channel_id,
+        programming_day_date=day.programming_day_date,
+        plan_id=day.plan_id,
+        is_manual_override=day.is_manual_override,
+        supersedes_id=day.supersedes_id,
+        slots=[
+            pb.ScheduleSlot(
+                start_utc_ms=s.start_utc_ms,
+                end_utc_ms=s.end_utc_ms,
+                program_id=s.program_id,
+                asset_uri=s.asset_uri,
+                title=s.title,
+            )
+            for s in day.slots
+        ],
+        resolved_utc_ms=day.resolved_utc_ms,
+        is_authoritative=day.is_authoritative,
+        override_record_id=day.override_record_id,
+    )
+
+
+def replaced_event(record: PublishRecord) -> pb.WindowEvent:
+    return pb.WindowEvent(
+        replaced=pb.ReplacedEvent(
+            channel_id=record.channel_id,
+            generation_id=record.generation_id,
+            previous_generation_id=record.previous_generation_id,
+            range_start_utc_ms=record.range_start_utc_ms,
+            range_end_utc_ms=record.range_end_utc_ms,
+            entries=entries_to_pb(record.entries),
+            operator_override=record.operator_override,
+            override_record_id=record.override_record_id,
+            reason_code=record.reason_code,
+            committed_utc_ms=record.committed_utc_ms,
+        )
+    )

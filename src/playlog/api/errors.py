@@ -1,0 +1,75 @@
+"""The one place that maps failures to gRPC statuses.
+
+Domain rejections are not errors (they are results with ok = false); what
+reaches here is malformed input (INVALID_ARGUMENT, with a BadRequest detail
+naming every field and rule), a missing thing (NOT_FOUND), a clock that cannot
+move (FAILED_PRECONDITION) or a storage failure (INTERNAL).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from playlog.app.service import UnknownChannel
+from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
+from playlog.domain.rejection import FieldViolation, MalformedRequest
+from playlog.events import emit
+from playlog.store.base import StoreError
+
+log = logging.getLogger("playlog.api")
+
+
+class NotFound(LookupError):
+    pass
+
+
+class RequestTooLarge(Exception):
+    pass
+
+
+def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
+    detail = any_pb2.Any()
+    detail.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.rule)
+                for v in violations
+            ]
+        )
+    )
+    message = "; ".join(f"{v.field}: {v.rule}" for v in violations)
+    return rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
+    )
+
+
+async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Aborts the call with the status `exc` stands for (never returns)."""
+    if isinstance(exc, MalformedRequest):
+        await context.abort_with_status(invalid_argument_status(exc.violations))
+    if isinstance(exc, UnknownChannel):
+        await context.abort(
+            grpc.StatusCode.NOT_FOUND,
+            f"channel {exc.args[0]!r} is not declared; declare it with ChannelService.DeclareChannel",
+        )
+    if isinstance(exc, NotFound):
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, RequestTooLarge):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    if isinstance(exc, ClockNotAdjustable | TimeMovesForwardOnly):
+        code = (
+            grpc.StatusCode.FAILED_PRECONDITION
+            if isinstance(exc, ClockNotAdjustable)
+            else grpc.StatusCode.INVALID_ARGUMENT
+        )
+        await context.abort(code, str(exc))
+    if isinstance(exc, StoreError):
+        emit(log, logging.ERROR, "store_failure", rpc=method, error=str(exc))
+        await context.abort(grpc.StatusCode.INTERNAL, f"storage failure: {exc}")
+    emit(log, logging.ERROR, "internal_error", rpc=method, error=repr(exc))
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

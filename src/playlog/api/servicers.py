@@ -1,0 +1,388 @@
+"""The five services of playlog.v1: thin translations between protobuf and the
+application layer (app.service.Playlog), whose blocking store calls run on a
+thread pool so the event loop never waits on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import grpc
+
+from playlog import metrics
+from playlog.api import convert
+from playlog.api.errors import NotFound
+from playlog.app.service import DayOutcome, Playlog, PublishOutcome
+from playlog.auth import current_principal
+from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock
+from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
+from playlog.domain.rejection import FieldViolation, MalformedRequest
+from playlog.v1 import (
+    audit_service_pb2 as audit_pb,
+)
+from playlog.v1 import (
+    audit_service_pb2_grpc as audit_grpc,
+)
+from playlog.v1 import (
+    channel_service_pb2 as channel_pb,
+)
+from playlog.v1 import (
+    channel_service_pb2_grpc as channel_grpc,
+)
+from playlog.v1 import (
+    clock_service_pb2 as clock_pb,
+)
+from playlog.v1 import (
+    clock_service_pb2_grpc as clock_grpc,
+)
+from playlog.v1 import (
+    execution_window_service_pb2 as ew_pb,
+)
+from playlog.v1 import (
+    execution_window_service_pb2_grpc as ew_grpc,
+)
+from playlog.v1 import (
+    schedule_day_service_pb2 as day_pb,
+)
+from playlog.v1 import (
+    schedule_day_service_pb2_grpc as day_grpc,
+)
+from playlog.v1 import types_pb2 as pb
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+class _Base:
+    def __init__(self, playlog: Playlog, executor: ThreadPoolExecutor) -> None:
+        self.playlog = playlog
+        self._executor = executor
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+
+def _principal() -> str:
+    return current_principal.get().name
+
+
+def _publish_result(outcome: PublishOutcome, rpc: str, override: bool) -> pb.PublishResult:
+    if outcome.rejection is not None:
+        metrics.REJECTIONS.labels(rpc, outcome.rejection.code.value).inc()
+    else:
+        metrics.PUBLISHES.labels(rpc, str(override).lower()).inc()
+        if override:
+            metrics.OVERRIDES.labels("EXECUTION_WINDOW").inc()
+    return convert.publish_result(
+        outcome.ok, outcome.generation_id, outcome.override_record_id, outcome.rejection
+    )
+
+
+class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
+    async def DeclareChannel(
+        self, request: channel_pb.DeclareChannelRequest, context: grpc.aio.ServicerContext
+    ) -> channel_pb.DeclareChannelResponse:
+        outcome = await self.run(
+            self.playlog.declare_channel,
+            request.channel_id,
+            request.locked_window_ms,
+            request.reason_code,
+            _principal(),
+            request.actor,
+        )
+        if outcome.rejection is not None:
+            metrics.REJECTIONS.labels("DeclareChannel", outcome.rejection.code.value).inc()
+            await context.abort(grpc.StatusCode.INTERNAL, outcome.rejection.detail)
+        if outcome.override_record_id:
+            metrics.OVERRIDES.labels("CHANNEL").inc()
+        return channel_pb.DeclareChannelResponse(
+            channel=convert.channel_to_pb(outcome.channel),
+            override_record_id=outcome.override_record_id,
+            changed=outcome.changed,
+        )
+
+    async def GetChannel(
+        self, request: channel_pb.GetChannelRequest, context: grpc.aio.ServicerContext
+    ) -> channel_pb.GetChannelResponse:
+        channel = await self.run(self.playlog.get_channel, request.channel_id)
+        if channel is None:
+            raise NotFound(f"channel {request.channel_id!r} is not declared")
+        return channel_pb.GetChannelResponse(channel=convert.channel_to_pb(channel))
+
+    async def ListChannels(
+        self, request: channel_pb.ListChannelsRequest, context: grpc.aio.ServicerContext
+    ) -> channel_pb.ListChannelsResponse:
+        channels = await self.run(self.playlog.list_channels)
+        return channel_pb.ListChannelsResponse(channels=[convert.channel_to_pb(c) for c in channels])
+
+
+class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
+    def __init__(
+        self, playlog: Playlog, executor: ThreadPoolExecutor, watch: WatchHandler | None = None
+    ) -> None:
+        super().__init__(playlog, executor)
+        self._watch = watch
+
+    async def PublishAtomicReplace(
+        self, request: ew_pb.PublishAtomicReplaceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishResult:
+        domain_request = PublishRequest(
+            channel_id=request.channel_id,
+            range_start_utc_ms=request.range_start_utc_ms,
+            range_end_utc_ms=request.range_end_utc_ms,
+            entries=tuple(convert.entry_from_pb(e) for e in request.entries),
+            generation_id=request.generation_id,
+            reason_code=request.reason_code,
+            operator_override=request.operator_override,
+            actor=_principal(),
+            actor_note=request.actor,
+        )
+        outcome = await self.run(self.playlog.publish, domain_request)
+        return _publish_result(outcome, "PublishAtomicReplace", request.operator_override)
+
+    async def ReplaceEntry(
+        self, request: ew_pb.ReplaceEntryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PublishResult:
+        if not request.HasField("entry"):
+            raise MalformedRequest([FieldViolation("entry", "required")])
+        domain_request = ReplaceEntryRequest(
+            channel_id=request.channel_id,
+            block_id=request.block_id,
+            entry=convert.entry_from_pb(request.entry),
+            operator_override=request.operator_override,
+            reason_code=request.reason_code,
+            actor=_principal(),
+            actor_note=request.actor,
+        )
+        outcome = await self.run(self.playlog.replace_entry, domain_request)
+        return _publish_result(outcome, "ReplaceEntry", request.operator_override)
+
+    async def ReadWindowSnapshot(
+        self, request: ew_pb.ReadWindowSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WindowSnapshot:
+        _check_read_range(request.channel_id, request.start_utc_ms, request.end_utc_ms)
+        snap = await self.run(
+            self.playlog.read_window, request.channel_id, request.start_utc_ms, request.end_utc_ms
+        )
+        return pb.WindowSnapshot(
+            channel_id=snap.channel.channel_id,
+            generation_id=snap.generation_id,
+            channel_generation_id=snap.channel.current_generation_id,
+            entries=convert.entries_to_pb(snap.entries),
+            now_utc_ms=snap.now_utc_ms,
+            locked_until_utc_ms=snap.locked_until_utc_ms,
+        )
+
+    async def GetEntryAt(
+        self, request: ew_pb.GetEntryAtRequest, context: grpc.aio.ServicerContext
+    ) -> ew_pb.GetEntryAtResponse:
+        if not request.channel_id:
+            raise MalformedRequest([FieldViolation("channel_id", "required")])
+        entry = await self.run(
+            self.playlog.entry_at, request.channel_id, request.at_utc_ms, request.include_flexible
+        )
+        if entry is None:
+            return ew_pb.GetEntryAtResponse(found=False)
+        return ew_pb.GetEntryAtResponse(found=True, entry=convert.entry_to_pb(entry))
+
+    async def WatchWindow(
+        self, request: ew_pb.WatchWindowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WindowEvent]:
+        if self._watch is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchWindow is not available")
+            return
+        async for event in self._watch(request, context):
+            yield event
+
+
+WatchHandler = Callable[[ew_pb.WatchWindowRequest, grpc.aio.ServicerContext], AsyncIterator[pb.WindowEvent]]
+
+
+def _check_read_range(channel_id: str, start: int, end: int) -> None:
+    out = []
+    if not channel_id:
+        out.append(FieldViolation("channel_id", "required"))
+    if start >= end:
+        out.append(FieldViolation("end_utc_ms", f"must be after start_utc_ms ({start}), got {end}"))
+    if out:
+        raise MalformedRequest(out)
+
+
+class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
+    def _result(self, outcome: DayOutcome, rpc: str) -> pb.ScheduleDayResult:
+        if outcome.rejection is not None:
+            metrics.REJECTIONS.labels(rpc, outcome.rejection.code.value).inc()
+            return pb.ScheduleDayResult(
+                ok=False,
+                error_code=convert.error_code_to_pb(outcome.rejection.code),
+                error_detail=outcome.rejection.detail,
+            )
+        assert outcome.day is not None
+        if outcome.override_record_id:
+            metrics.OVERRIDES.labels("SCHEDULE_DAY").inc()
+        return pb.ScheduleDayResult(
+            ok=True,
+            schedule_day=convert.schedule_day_to_pb(outcome.day),
+            override_record_id=outcome.override_record_id,
+        )
+
+    async def _write(
+        self,
+        rpc: str,
+        fn: Callable[..., DayOutcome],
+        request: day_pb.StoreScheduleDayRequest
+        | day_pb.ForceRegenerateRequest
+        | day_pb.OperatorOverrideRequest,
+    ) -> pb.ScheduleDayResult:
+        day = convert.schedule_day_from_pb(request.schedule_day)
+        outcome = await self.run(fn, day, request.reason_code, _principal(), request.actor)
+        return self._result(outcome, rpc)
+
+    async def StoreScheduleDay(
+        self, request: day_pb.StoreScheduleDayRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScheduleDayResult:
+        return await self._write("StoreScheduleDay", self.playlog.store_schedule_day, request)
+
+    async def ForceRegenerate(
+        self, request: day_pb.ForceRegenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScheduleDayResult:
+        return await self._write("ForceRegenerate", self.playlog.force_regenerate, request)
+
+    async def OperatorOverride(
+        self, request: day_pb.OperatorOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScheduleDayResult:
+        return await self._write("OperatorOverride", self.playlog.operator_override_day, request)
+
+    async def UpdateScheduleDay(
+        self, request: day_pb.UpdateScheduleDayRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScheduleDayResult:
+        day = convert.schedule_day_from_pb(request.schedule_day)
+        outcome = await self.run(self.playlog.update_schedule_day, day, _principal())
+        return self._result(outcome, "UpdateScheduleDay")
+
+    async def GetScheduleDay(
+        self, request: day_pb.GetScheduleDayRequest, context: grpc.aio.ServicerContext
+    ) -> day_pb.GetScheduleDayResponse:
+        _check_day_key(request.channel_id, request.programming_day_date)
+        day = await self.run(self.playlog.get_schedule_day, request.channel_id, request.programming_day_date)
+        if day is None:
+            raise NotFound(
+                f"channel {request.channel_id!r} has no ScheduleDay for {request.programming_day_date}"
+            )
+        return day_pb.GetScheduleDayResponse(schedule_day=convert.schedule_day_to_pb(day))
+
+    async def ListScheduleDayHistory(
+        self, request: day_pb.ListScheduleDayHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> day_pb.ListScheduleDayHistoryResponse:
+        _check_day_key(request.channel_id, request.programming_day_date)
+        days = await self.run(
+            self.playlog.schedule_day_history, request.channel_id, request.programming_day_date
+        )
+        return day_pb.ListScheduleDayHistoryResponse(
+            schedule_days=[convert.schedule_day_to_pb(d) for d in days]
+        )
+
+
+def _check_day_key(channel_id: str, date: str) -> None:
+    from playlog.domain.validation import check_date, check_id, raise_if_any
+
+    out: list[FieldViolation] = []
+    check_id(channel_id, "channel_id", out)
+    check_date(date, "programming_day_date", out)
+    raise_if_any(out)
+
+
+class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
+    async def ListOverrideRecords(
+        self, request: audit_pb.ListOverrideRecordsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb.ListOverrideRecordsResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            raise MalformedRequest(
+                [
+                    FieldViolation(
+                        "page_size",
+                        f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}",
+                    )
+                ]
+            )
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        after = _decode_page_token(request.page_token)
+        rows = await self.run(self.playlog.list_override_records, request.channel_id, after, size + 1)
+        page, more = rows[:size], len(rows) > size
+        return audit_pb.ListOverrideRecordsResponse(
+            records=[convert.override_record_to_pb(r) for _, r in page],
+            next_page_token=_encode_page_token(page[-1][0]) if more else "",
+        )
+
+    async def GetOverrideRecord(
+        self, request: audit_pb.GetOverrideRecordRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb.GetOverrideRecordResponse:
+        if not request.id:
+            raise MalformedRequest([FieldViolation("id", "required")])
+        record = await self.run(self.playlog.get_override_record, request.id)
+        if record is None:
+            raise NotFound(f"no override record with id {request.id!r}")
+        return audit_pb.GetOverrideRecordResponse(record=convert.override_record_to_pb(record))
+
+    async def VerifyIntegrity(
+        self, request: audit_pb.VerifyIntegrityRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb.VerifyIntegrityResponse:
+        findings = await self.run(self.playlog.verify_integrity, request.channel_id)
+        return audit_pb.VerifyIntegrityResponse(
+            violations=[
+                audit_pb.IntegrityViolation(
+                    kind=audit_pb.IntegrityViolationKind.Value(f"INTEGRITY_VIOLATION_KIND_{f.kind}"),
+                    channel_id=f.channel_id,
+                    detail=f.detail,
+                )
+                for f in findings
+            ]
+        )
+
+
+def _encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+
+
+def _decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "seq":
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise MalformedRequest(
+            [FieldViolation("page_token", "not a token this server issued: pass next_page_token as is")]
+        ) from None
+
+
+class ClockServicer(clock_grpc.ClockServiceServicer):
+    def __init__(self, clock: ManualClock | SystemClock) -> None:
+        self.clock = clock
+
+    async def GetTime(
+        self, request: clock_pb.GetTimeRequest, context: grpc.aio.ServicerContext
+    ) -> clock_pb.GetTimeResponse:
+        if not self.clock.manual:
+            # SPEC section 1: the clock service is for the manual clock only.
+            raise ClockNotAdjustable("the server runs on the system clock; ClockService needs --clock manual")
+        return clock_pb.GetTimeResponse(now_utc_ms=self.clock.now_utc_ms(), manual=self.clock.manual)
+
+    async def SetTime(
+        self, request: clock_pb.SetTimeRequest, context: grpc.aio.ServicerContext
+    ) -> clock_pb.SetTimeResponse:
+        return clock_pb.SetTimeResponse(now_utc_ms=self.clock.set_utc_ms(request.now_utc_ms))
+
+    async def AdvanceTime(
+        self, request: clock_pb.AdvanceTimeRequest, context: grpc.aio.ServicerContext
+    ) -> clock_pb.AdvanceTimeResponse:
+        return clock_pb.AdvanceTimeResponse(now_utc_ms=self.clock.advance_ms(request.delta_ms))

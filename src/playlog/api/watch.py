@@ -1,0 +1,317 @@
+"""WatchWindow: one asyncio task per subscriber, no thread each.
+
+Publishes reach the hub only after their commit (Playlog calls the listener
+after the store committed), in generation order. The hub converts each publish
+to its protobuf event once and appends it to every subscriber of the channel;
+each subscriber's queue is bounded, and on overflow its pending events are
+dropped and it is sent a fresh `reset` snapshot instead, read from the store,
+so the server's memory stays bounded and no subscriber misses an event without
+being told. A subscriber that finds a hole in the previous-generation chain
+(or resumes with after_generation_id) catches up from the durable publish
+history, like an etcd watcher, not from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from playlog import metrics
+from playlog.api import convert
+from playlog.app.service import Playlog, UnknownChannel
+from playlog.clock import Clock
+from playlog.domain.model import Entry, PublishRecord
+from playlog.domain.rejection import FieldViolation
+from playlog.domain.validation import check_id, raise_if_any
+from playlog.domain.windows import locked_until
+from playlog.events import emit
+from playlog.v1 import execution_window_service_pb2 as ew_pb
+from playlog.v1 import types_pb2 as pb
+
+log = logging.getLogger("playlog.watch")
+
+SNAPSHOT_CHUNK_ENTRIES = 500
+REPLAY_BATCH = 200
+
+
+@dataclass
+class Subscriber:
+    channel_id: str
+    max_pending: int
+    pending: collections.deque[tuple[PublishRecord, pb.WindowEvent]] = field(
+        default_factory=collections.deque
+    )
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    needs_reset: bool = False
+    closed: bool = False
+    clock_moved: bool = False
+
+    def offer(self, record: PublishRecord, event: pb.WindowEvent) -> None:
+        if self.needs_reset:
+            return  # the reset snapshot will carry it
+        if len(self.pending) >= self.max_pending:
+            self.pending.clear()
+            self.needs_reset = True
+            metrics.WATCH_RESETS.labels("overflow").inc()
+        else:
+            self.pending.append((record, event))
+        self.wakeup.set()
+
+
+class WatchHub:
+    def __init__(
+        self,
+        playlog: Playlog,
+        executor: ThreadPoolExecutor,
+        clock: Clock,
+        *,
+        max_pending: int = 1024,
+        progress_interval_ms: int = 1000,
+        max_streams: int = 2000,
+    ) -> None:
+        self.playlog = playlog
+        self._executor = executor
+        self.clock = clock
+        self.max_pending = max_pending
+        self.progress_interval_ms = progress_interval_ms
+        self.max_streams = max_streams
+        self._subscribers: dict[str, set[Subscriber]] = collections.defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        playlog.add_publish_listener(self._on_commit)
+        add_listener = getattr(clock, "add_listener", None)
+        if add_listener is not None:
+            add_listener(self._on_clock_moved)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    # -- from the store's threads -------------------------------------------------
+
+    def _on_commit(self, record: PublishRecord) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._deliver, record)
+
+    def _on_clock_moved(self, now_utc_ms: int) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._clock_moved)
+
+    # -- on the event loop ----------------------------------------------------------
+
+    def _deliver(self, record: PublishRecord) -> None:
+        subscribers = self._subscribers.get(record.channel_id)
+        if not subscribers:
+            return
+        event = convert.replaced_event(record)  # converted once for all subscribers
+        for sub in subscribers:
+            sub.offer(record, event)
+
+    def _clock_moved(self) -> None:
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.clock_moved = True
+                sub.wakeup.set()
+
+    def subscribe(self, channel_id: str) -> Subscriber:
+        sub = Subscriber(channel_id, self.max_pending)
+        self._subscribers[channel_id].add(sub)
+        metrics.WATCH_SUBSCRIBERS.inc()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self._subscribers.get(sub.channel_id)
+        if subs is not None and sub in subs:
+            subs.discard(sub)
+            metrics.WATCH_SUBSCRIBERS.dec()
+            if not subs:
+                del self._subscribers[sub.channel_id]
+
+    def subscriber_count(self, channel_id: str | None = None) -> int:
+        if channel_id is not None:
+            return len(self._subscribers.get(channel_id, ()))
+        return sum(len(s) for s in self._subscribers.values())
+
+    def close(self) -> None:
+        """Server shutdown: every stream ends with UNAVAILABLE."""
+        self._closing = True
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.closed = True
+                sub.wakeup.set()
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    # -- one stream ------------------------------------------------------------------
+
+    async def watch(
+        self, request: ew_pb.WatchWindowRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WindowEvent]:
+        if self._closing:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
+        channel_id = request.channel_id
+        _validate(request)
+        if self.subscriber_count() >= self.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this server already serves {self.max_streams} WatchWindow streams "
+                "(max_concurrent_streams); retry later with backoff",
+            )
+        interval = (request.progress_interval_ms or self.progress_interval_ms) / 1000
+        sub = self.subscribe(channel_id)  # before reading: nothing committed after is missed
+        try:
+            channel = await self._run(self.playlog.get_channel, channel_id)
+            if channel is None:
+                raise UnknownChannel(channel_id)
+            last = request.after_generation_id
+            if last > channel.current_generation_id:
+                # The client knows a generation this store never had (a restore?).
+                metrics.WATCH_RESETS.labels("unknown_generation").inc()
+                last = 0
+                reset = True
+            else:
+                reset = False
+            if last == 0:
+                events, last = await self._snapshot(sub, reset)
+                for event in events:
+                    yield event
+            else:
+                async for event, last in self._catch_up(sub, last):
+                    yield event
+            loop = asyncio.get_running_loop()
+            next_progress = loop.time() + interval
+            while True:
+                timeout = max(0.0, next_progress - loop.time())
+                try:
+                    await asyncio.wait_for(sub.wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
+                sub.wakeup.clear()
+                if sub.closed:
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"the server is shutting down; reconnect with after_generation_id={last}",
+                    )
+                if sub.needs_reset:
+                    sub.needs_reset = False
+                    emit(
+                        log,
+                        logging.INFO,
+                        "watch_reset",
+                        channel_id=channel_id,
+                        reason="overflow",
+                        peer=context.peer(),
+                    )
+                    events, last = await self._snapshot(sub, True)
+                    for event in events:
+                        yield event
+                    continue
+                while sub.pending and not sub.needs_reset and not sub.closed:
+                    record, event = sub.pending.popleft()
+                    if record.generation_id <= last:
+                        continue  # already covered by a snapshot or a catch-up
+                    if record.previous_generation_id != last:
+                        # A hole in the chain: fill it from the durable history.
+                        async for replayed, last in self._catch_up(sub, last):
+                            yield replayed
+                        continue
+                    yield event
+                    last = record.generation_id
+                if sub.clock_moved or loop.time() >= next_progress:
+                    sub.clock_moved = False
+                    # The lock depth can change by re-declaration.
+                    channel = await self._run(self.playlog.get_channel, channel_id) or channel
+                    yield self._progress(channel_id, channel.locked_window_ms, last)
+                    next_progress = loop.time() + interval
+        finally:
+            self.unsubscribe(sub)
+
+    def _progress(self, channel_id: str, locked_window_ms: int, generation: int) -> pb.WindowEvent:
+        now = self.clock.now_utc_ms()
+        return pb.WindowEvent(
+            progress=pb.ProgressEvent(
+                channel_id=channel_id,
+                now_utc_ms=now,
+                locked_until_utc_ms=locked_until(now, locked_window_ms),
+                channel_generation_id=generation,
+            )
+        )
+
+    async def _snapshot(self, sub: Subscriber, reset: bool) -> tuple[list[pb.WindowEvent], int]:
+        """The state from now on, as snapshot events, and its generation."""
+        snap = await self._run(self.playlog.snapshot_from_now, sub.channel_id)
+        generation = snap.channel.current_generation_id
+        # Events at or below the snapshot's generation are in it already.
+        while sub.pending and sub.pending[0][0].generation_id <= generation:
+            sub.pending.popleft()
+        events = snapshot_events(
+            sub.channel_id,
+            generation,
+            snap.entries,
+            snap.now_utc_ms,
+            snap.locked_until_utc_ms,
+            reset,
+        )
+        return events, generation
+
+    async def _catch_up(self, sub: Subscriber, last: int) -> AsyncIterator[tuple[pb.WindowEvent, int]]:
+        """Replays committed publishes after `last` from the durable history,
+        or a reset snapshot when that history is no longer kept."""
+        while True:
+            floor, records = await self._run(self.playlog.publishes_after, sub.channel_id, last, REPLAY_BATCH)
+            if last < floor:
+                metrics.WATCH_RESETS.labels("history_gone").inc()
+                events, generation = await self._snapshot(sub, True)
+                for event in events:
+                    yield event, generation
+                return
+            for record in records:
+                last = record.generation_id
+                yield convert.replaced_event(record), last
+            if len(records) < REPLAY_BATCH:
+                return
+
+
+def _validate(request: ew_pb.WatchWindowRequest) -> None:
+    out: list[FieldViolation] = []
+    check_id(request.channel_id, "channel_id", out)
+    if request.progress_interval_ms < 0:
+        out.append(FieldViolation("progress_interval_ms", "must be >= 0 (0: the server's default)"))
+    raise_if_any(out)
+
+
+def snapshot_events(
+    channel_id: str,
+    generation: int,
+    entries: list[Entry],
+    now_utc_ms: int,
+    locked_until_utc_ms: int,
+    reset: bool,
+) -> list[pb.WindowEvent]:
+    chunks = [
+        entries[i : i + SNAPSHOT_CHUNK_ENTRIES] for i in range(0, len(entries), SNAPSHOT_CHUNK_ENTRIES)
+    ] or [[]]
+    return [
+        pb.WindowEvent(
+            snapshot=pb.SnapshotEvent(
+                channel_id=channel_id,
+                channel_generation_id=generation,
+                entries=convert.entries_to_pb(chunk),
+                now_utc_ms=now_utc_ms,
+                locked_until_utc_ms=locked_until_utc_ms,
+                reset=reset,
+                complete=i == len(chunks) - 1,
+            )
+        )
+        for i, chunk in enumerate(chunks)
+    ]

@@ -1,0 +1,107 @@
+"""Structured (JSON line) logging, and the violation event of SPEC section 8.
+
+Every rejected mutation becomes one `mutation_rejected` event carrying its
+invariant tag and the seeds' evidence fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+from playlog.domain.model import ErrorCode
+from playlog.domain.rejection import MALFORMED_TAG, MalformedRequest, Rejection
+
+violations_log = logging.getLogger("playlog.violations")
+log = logging.getLogger("playlog")
+
+# Who is to blame for a refused attempt, per the seeds' failure semantics.
+_FAULT_CLASS = {
+    ErrorCode.OVERRIDE_RECORD_PERSIST_FAILED: "runtime",
+}
+
+
+def emit(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+    """Logs one structured event; handlers print it as one JSON line."""
+    logger.log(level, event, extra={"event": event, "fields": fields})
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts_utc_ms": int(record.created * 1000),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", None) or record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, separators=(",", ":"))
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def log_rejection(
+    rpc: str,
+    channel_id: str,
+    rejection: Rejection,
+    operator_override: bool,
+    mutation_source: str,
+    now_utc_ms: int,
+) -> None:
+    ev = rejection.evidence
+    fields: dict[str, Any] = {
+        "invariant": rejection.invariant_tag,
+        "error_code": f"ERROR_CODE_{rejection.code.value}",
+        "rpc": rpc,
+        "channel_id": channel_id,
+        "mutated_block_id": ev.mutated_block_id,
+        "block_start_utc_ms": ev.block_start_utc_ms,
+        "lock_boundary_T": ev.lock_boundary_T if ev.lock_boundary_T is not None else now_utc_ms,
+        "locked_until_utc_ms": ev.locked_until_utc_ms,
+        "operator_override": operator_override,
+        "mutation_source": mutation_source,
+        "window_status": ev.window_status.value if ev.window_status else None,
+        "fault_class": _FAULT_CLASS.get(rejection.code, "operator" if operator_override else "planning"),
+        "detail": rejection.detail,
+    }
+    if ev.range_start_utc_ms is not None:
+        fields["range_start_utc_ms"] = ev.range_start_utc_ms
+        fields["range_end_utc_ms"] = ev.range_end_utc_ms
+    if ev.programming_day_date:
+        fields["programming_day_date"] = ev.programming_day_date
+    fields.update(ev.extra)
+    emit(violations_log, logging.WARNING, "mutation_rejected", **fields)
+
+
+def log_malformed(
+    rpc: str,
+    channel_id: str,
+    error: MalformedRequest,
+    operator_override: bool,
+    mutation_source: str,
+) -> None:
+    emit(
+        violations_log,
+        logging.WARNING,
+        "mutation_rejected",
+        invariant=MALFORMED_TAG,
+        error_code="INVALID_ARGUMENT",
+        rpc=rpc,
+        channel_id=channel_id,
+        operator_override=operator_override,
+        mutation_source=mutation_source,
+        lock_boundary_T=None,
+        fault_class="operator" if operator_override else "planning",
+        field_violations=[{"field": v.field, "rule": v.rule} for v in error.violations],
+        detail=str(error),
+    )

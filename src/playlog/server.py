@@ -1,0 +1,228 @@
+"""The server assembly, in one place: store, clock, servicers, health,
+reflection, the call interceptor (auth, roles, error mapping, metrics), TLS,
+limits, metrics listener and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from playlog.api.interceptor import CallInterceptor
+from playlog.api.servicers import (
+    AuditServicer,
+    ChannelServicer,
+    ClockServicer,
+    ExecutionWindowServicer,
+    ScheduleDayServicer,
+)
+from playlog.api.watch import WatchHub
+from playlog.app.service import Playlog
+from playlog.auth import Credentials
+from playlog.clock import ManualClock, SystemClock
+from playlog.config import ConfigError, Settings
+from playlog.events import emit
+from playlog.store.base import Store
+from playlog.store.sqlite import SqliteStore
+from playlog.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    channel_service_pb2,
+    channel_service_pb2_grpc,
+    clock_service_pb2,
+    clock_service_pb2_grpc,
+    execution_window_service_pb2,
+    execution_window_service_pb2_grpc,
+    schedule_day_service_pb2,
+    schedule_day_service_pb2_grpc,
+)
+
+log = logging.getLogger("playlog.server")
+
+SERVICE_NAMES = [
+    channel_service_pb2.DESCRIPTOR.services_by_name["ChannelService"].full_name,
+    execution_window_service_pb2.DESCRIPTOR.services_by_name["ExecutionWindowService"].full_name,
+    schedule_day_service_pb2.DESCRIPTOR.services_by_name["ScheduleDayService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    clock_service_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
+]
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class PlaylogServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: ManualClock | SystemClock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self.credentials = Credentials.load(settings.auth_file) if settings.auth_file else None
+        if self.credentials is None and not is_loopback(settings.listen) and not settings.insecure:
+            raise ConfigError(
+                f"refusing to listen on {settings.listen} without authentication: configure "
+                "auth_file (see `playlog token`), or pass --insecure if this network is trusted"
+            )
+        if clock is None:
+            if settings.clock == "manual":
+                clock = ManualClock(settings.start_utc_ms or SystemClock().now_utc_ms())
+            else:
+                clock = SystemClock()
+        self.clock = clock
+        self.store: Store = store if store is not None else SqliteStore(settings.data_dir)
+        self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="playlog-store")
+        self.playlog = Playlog(
+            self.store,
+            clock,
+            max_entries_per_publish=settings.max_entries_per_publish,
+            history_retention_generations=settings.history_retention_generations,
+        )
+        self.watch = WatchHub(
+            self.playlog,
+            self.executor,
+            clock,
+            max_pending=settings.watch_queue_events,
+            progress_interval_ms=settings.progress_interval_ms,
+            max_streams=settings.max_concurrent_streams,
+        )
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        s = self.settings
+        self.watch.start(asyncio.get_running_loop())
+        server = grpc.aio.server(
+            interceptors=[CallInterceptor(self.credentials)],
+            options=[
+                ("grpc.max_receive_message_length", s.max_message_bytes),
+                ("grpc.max_send_message_length", s.max_message_bytes),
+                # Long-lived watch streams must not die silently behind idle
+                # middleboxes; accept client pings every 10 s without data.
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        channel_service_pb2_grpc.add_ChannelServiceServicer_to_server(
+            ChannelServicer(self.playlog, self.executor), server
+        )
+        execution_window_service_pb2_grpc.add_ExecutionWindowServiceServicer_to_server(
+            ExecutionWindowServicer(self.playlog, self.executor, self.watch.watch), server
+        )
+        schedule_day_service_pb2_grpc.add_ScheduleDayServiceServicer_to_server(
+            ScheduleDayServicer(self.playlog, self.executor), server
+        )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(self.playlog, self.executor), server
+        )
+        clock_service_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(self.clock), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        if s.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
+                root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
+                require_client_auth=False,
+            )
+            self.port = server.add_secure_port(s.listen, credentials)
+        else:
+            self.port = server.add_insecure_port(s.listen)
+        await server.start()
+        self._server = server
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful: refuse new calls, end watch streams with UNAVAILABLE, let
+        in-flight calls finish, then close the store cleanly."""
+        if self._server is None or self._stopped.is_set():
+            return
+        await self.health.enter_graceful_shutdown()
+        self.watch.close()
+        await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await asyncio.get_running_loop().run_in_executor(None, self._close_store)
+        self._stopped.set()
+
+    def _close_store(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.store.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def describe_startup(server: PlaylogServer) -> dict[str, object]:
+    s = server.settings
+    return {
+        "listen": s.listen,
+        "port": server.port,
+        "data_dir": str(Path(s.data_dir).resolve()),
+        "clock": s.clock,
+        "now_utc_ms": server.clock.now_utc_ms(),
+        "tls": bool(s.tls_cert),
+        "mutual_tls": bool(s.tls_client_ca),
+        "auth": "tokens/certificates"
+        if server.credentials
+        else "none: every caller is the local principal (all roles)",
+        "metrics_listen": s.metrics_listen or None,
+    }
+
+
+async def serve(settings: Settings) -> None:
+    server = PlaylogServer(settings)
+    port = await server.start()
+    if settings.metrics_listen:
+        from prometheus_client import start_http_server
+
+        host, _, mport = settings.metrics_listen.rpartition(":")
+        start_http_server(int(mport), addr=host)
+    info = describe_startup(server)
+    emit(log, logging.INFO, "serving", **info)
+    if settings.clock == "manual":
+        emit(
+            log,
+            logging.WARNING,
+            "manual_clock",
+            message="the clock moves only by ClockService.SetTime/AdvanceTime; not for air",
+        )
+    if server.credentials is None:
+        emit(
+            log,
+            logging.WARNING,
+            "auth_disabled",
+            message="no auth configured: listening without authentication, every caller is "
+            "'local' with all roles",
+            port=port,
+        )
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await stop_requested.wait()
+    emit(log, logging.INFO, "shutting_down", grace_seconds=settings.shutdown_grace_seconds)
+    await server.stop()
+    emit(log, logging.INFO, "stopped")

@@ -1,0 +1,1 @@
+"""Storage behind one interface (base.Store), with SQLite as the embedded default."""

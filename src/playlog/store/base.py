@@ -1,0 +1,113 @@
+"""The storage interface the application layer depends on.
+
+A Store hands out read views (one consistent snapshot: a read never sees part
+of a write) and write views (serialized per store, atomic: everything done in
+one write view commits together or not at all). The domain decides; the store
+only answers questions and applies plans.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from playlog.domain.model import Channel, Entry, OverrideRecord, PublishRecord, ScheduleDay
+from playlog.domain.publish import PublishPlan
+
+
+class StoreError(Exception):
+    """A storage failure the caller cannot fix (INTERNAL at the edge)."""
+
+
+class OverrideRecordPersistError(StoreError):
+    """The override record could not be written; the write must not go on."""
+
+
+class FaultStep(enum.Enum):
+    """Steps of a write where tests can inject a failure."""
+
+    OVERRIDE_RECORD = "override_record"
+    ENTRIES = "entries"
+    PUBLISH_HISTORY = "publish_history"
+    SCHEDULE_DAY = "schedule_day"
+    CHANNEL = "channel"
+    COMMIT = "commit"
+
+
+class InjectedFault(StoreError):
+    pass
+
+
+class FaultInjector:
+    """Failure-injection seam: make the next write of a step fail (tests only)."""
+
+    def __init__(self) -> None:
+        self._armed: set[FaultStep] = set()
+
+    def fail_next(self, step: FaultStep) -> None:
+        self._armed.add(step)
+
+    def check(self, step: FaultStep) -> None:
+        if step in self._armed:
+            self._armed.discard(step)
+            raise InjectedFault(f"injected failure at step {step.value}")
+
+
+@dataclass(frozen=True)
+class IntegrityFinding:
+    kind: str  # IntegrityViolationKind suffix, e.g. "GAP"
+    channel_id: str
+    detail: str
+
+
+class ReadView(Protocol):
+    def get_channel(self, channel_id: str) -> Channel | None: ...
+    def list_channels(self) -> list[Channel]: ...
+    def entries_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Entry]: ...
+    def entries_ending_after(
+        self, channel_id: str, at_utc_ms: int, after_start_utc_ms: int | None, limit: int
+    ) -> list[Entry]: ...
+    def entry_at(self, channel_id: str, at_utc_ms: int) -> Entry | None: ...
+    def current_entry(self, channel_id: str, block_id: str) -> Entry | None: ...
+    def left_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None: ...
+    def right_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None: ...
+    def block_ids_in_use_outside(
+        self, channel_id: str, block_ids: Sequence[str], start_utc_ms: int, end_utc_ms: int
+    ) -> frozenset[str]: ...
+    def dates_with_schedule_day(self, channel_id: str, dates: Iterable[str]) -> frozenset[str]: ...
+    def get_override_record(self, record_id: str) -> OverrideRecord | None: ...
+    def list_override_records(
+        self, channel_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, OverrideRecord]]: ...
+    def publishes_after(
+        self, channel_id: str, after_generation_id: int, limit: int
+    ) -> list[PublishRecord]: ...
+    def history_floor(self, channel_id: str) -> int: ...
+    def authoritative_day(self, channel_id: str, date: str) -> ScheduleDay | None: ...
+    def schedule_day_history(self, channel_id: str, date: str) -> list[ScheduleDay]: ...
+    def verify_integrity(self, channel_id: str) -> list[IntegrityFinding]: ...
+
+
+class WriteView(ReadView, Protocol):
+    def insert_override_record(self, record: OverrideRecord) -> None: ...
+    def insert_channel(self, channel: Channel) -> None: ...
+    def update_channel_locked_window(self, channel_id: str, locked_window_ms: int) -> None: ...
+    def apply_publish(self, plan: PublishPlan) -> PublishRecord: ...
+    def insert_schedule_day(self, day: ScheduleDay, superseded_id: str) -> None: ...
+    def prune_history(self, channel_id: str, keep_generations: int) -> None: ...
+
+
+class Store(Protocol):
+    faults: FaultInjector
+
+    def read(self) -> AbstractContextManager[ReadView]: ...
+    def write(self) -> AbstractContextManager[WriteView]: ...
+    def close(self) -> None: ...
+
+
+def chunked(items: Sequence[Entry], size: int) -> Iterator[Sequence[Entry]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

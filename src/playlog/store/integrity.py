@@ -1,0 +1,130 @@
+"""The seeds' audit queries, run on the database itself.
+
+Each query finds one kind of violation; a clean store returns nothing. They
+are plain SQL shared by the SQLite store and `playlog verify`, and written in
+the subset PostgreSQL understands as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from playlog.store.base import IntegrityFinding
+
+
+class _Conn(Protocol):
+    def execute(self, sql: str, params: Any = ...) -> Any: ...
+
+
+_CH = "(:c = '' OR {alias}channel_id = :c)"
+
+QUERIES: list[tuple[str, str]] = [
+    (
+        "OVERRIDE_WITHOUT_RECORD",
+        f"""SELECT e.channel_id, 'override entry ' || e.block_id || ' (generation '
+               || e.generation_id || ') names override record '
+               || COALESCE(e.override_record_id, '(none)') || ', which does not exist'
+           FROM entries e LEFT JOIN override_records r ON r.id = e.override_record_id
+           WHERE e.is_operator_override = 1 AND r.id IS NULL AND {_CH.format(alias="e.")}""",
+    ),
+    (
+        "OVERRIDE_WITHOUT_RECORD",
+        f"""SELECT p.channel_id, 'override publish of generation ' || p.generation_id
+               || ' names override record ' || COALESCE(p.override_record_id, '(none)')
+               || ', which does not exist'
+           FROM publishes p LEFT JOIN override_records r ON r.id = p.override_record_id
+           WHERE p.operator_override = 1 AND r.id IS NULL AND {_CH.format(alias="p.")}""",
+    ),
+    (
+        "OVERRIDE_WITHOUT_RECORD",
+        f"""SELECT d.channel_id, 'manual ScheduleDay ' || d.id || ' for ' || d.programming_day_date
+               || ' names override record ' || COALESCE(d.override_record_id, '(none)')
+               || ', which does not exist'
+           FROM schedule_days d LEFT JOIN override_records r ON r.id = d.override_record_id
+           WHERE d.is_manual_override = 1 AND r.id IS NULL AND {_CH.format(alias="d.")}""",
+    ),
+    (
+        # An entry older than a publish whose range it lies in should have been
+        # replaced by that publish: the range holds two generations.
+        "MIXED_GENERATIONS",
+        f"""SELECT e.channel_id, 'publish of generation ' || p.generation_id || ' over ['
+               || p.range_start_utc_ms || ', ' || p.range_end_utc_ms || ') still holds block '
+               || e.block_id || ' of generation ' || e.generation_id
+           FROM entries e JOIN publishes p ON p.channel_id = e.channel_id
+               AND p.generation_id > e.generation_id
+               AND e.start_utc_ms < p.range_end_utc_ms AND e.end_utc_ms > p.range_start_utc_ms
+           WHERE e.superseded_by_generation IS NULL AND {_CH.format(alias="e.")}""",
+    ),
+    (
+        "MIXED_GENERATIONS",
+        f"""SELECT e.channel_id, 'block ' || e.block_id || ' carries generation ' || e.generation_id
+               || ' but lies outside that publish''s range ['
+               || p.range_start_utc_ms || ', ' || p.range_end_utc_ms || ')'
+           FROM entries e JOIN publishes p ON p.channel_id = e.channel_id
+               AND p.generation_id = e.generation_id
+           WHERE (e.start_utc_ms < p.range_start_utc_ms OR e.end_utc_ms > p.range_end_utc_ms)
+               AND {_CH.format(alias="e.")}""",
+    ),
+    (
+        "GAP",
+        f"""SELECT channel_id, 'gap [' || prev_end || ', ' || start_utc_ms || ') before block '
+               || block_id
+           FROM (SELECT channel_id, block_id, start_utc_ms,
+                        LAG(end_utc_ms) OVER (PARTITION BY channel_id ORDER BY start_utc_ms, end_utc_ms)
+                            AS prev_end
+                 FROM entries WHERE superseded_by_generation IS NULL AND {_CH.format(alias="")}) s
+           WHERE prev_end IS NOT NULL AND start_utc_ms > prev_end""",
+    ),
+    (
+        "OVERLAP",
+        f"""SELECT channel_id, 'block ' || block_id || ' starts at ' || start_utc_ms
+               || ', before block ' || prev_block || ' ends (' || prev_end || ')'
+           FROM (SELECT channel_id, block_id, start_utc_ms,
+                        LAG(end_utc_ms) OVER (PARTITION BY channel_id ORDER BY start_utc_ms, end_utc_ms)
+                            AS prev_end,
+                        LAG(block_id) OVER (PARTITION BY channel_id ORDER BY start_utc_ms, end_utc_ms)
+                            AS prev_block
+                 FROM entries WHERE superseded_by_generation IS NULL AND {_CH.format(alias="")}) s
+           WHERE prev_end IS NOT NULL AND start_utc_ms < prev_end""",
+    ),
+    (
+        "ENTRY_WITHOUT_SCHEDULE_DAY",
+        f"""SELECT e.channel_id, 'block ' || e.block_id || ' names programming day '
+               || e.programming_day_date || ', which has no ScheduleDay'
+           FROM entries e
+           WHERE e.superseded_by_generation IS NULL AND e.is_operator_override = 0
+               AND {_CH.format(alias="e.")}
+               AND NOT EXISTS (SELECT 1 FROM schedule_days d WHERE d.channel_id = e.channel_id
+                   AND d.programming_day_date = e.programming_day_date AND d.is_authoritative = 1)""",
+    ),
+    (
+        "DAY_WITHOUT_PLAN",
+        f"""SELECT channel_id, 'ScheduleDay ' || id || ' for ' || programming_day_date
+               || ' has no plan_id and is not a manual override'
+           FROM schedule_days
+           WHERE (plan_id IS NULL OR plan_id = '') AND is_manual_override = 0
+               AND {_CH.format(alias="")}""",
+    ),
+    (
+        "OVERRIDE_DAY_WITHOUT_SUPERSEDED",
+        f"""SELECT d.channel_id, 'manual ScheduleDay ' || d.id || ' for ' || d.programming_day_date
+               || ' supersedes ' || COALESCE(d.supersedes_id, '(nothing)')
+               || ', which does not exist'
+           FROM schedule_days d LEFT JOIN schedule_days s ON s.id = d.supersedes_id
+           WHERE d.is_manual_override = 1 AND s.id IS NULL AND {_CH.format(alias="d.")}""",
+    ),
+    (
+        "DUPLICATE_SCHEDULE_DAY",
+        f"""SELECT channel_id, COUNT(*) || ' authoritative ScheduleDays for ' || programming_day_date
+           FROM schedule_days WHERE is_authoritative = 1 AND {_CH.format(alias="")}
+           GROUP BY channel_id, programming_day_date HAVING COUNT(*) > 1""",
+    ),
+]
+
+
+def run(conn: _Conn, channel_id: str) -> list[IntegrityFinding]:
+    findings: list[IntegrityFinding] = []
+    for kind, sql in QUERIES:
+        for row in conn.execute(sql, {"c": channel_id}).fetchall():
+            findings.append(IntegrityFinding(kind=kind, channel_id=row[0], detail=row[1]))
+    return findings

@@ -1,0 +1,132 @@
+"""SQLite schema, as ordered migrations; PRAGMA user_version is the version.
+
+Never edit a released step: add a new one.
+"""
+
+from __future__ import annotations
+
+V1 = """
+CREATE TABLE channels (
+    channel_id TEXT PRIMARY KEY,
+    locked_window_ms INTEGER NOT NULL CHECK (locked_window_ms > 0),
+    current_generation_id INTEGER NOT NULL DEFAULT 0,
+    -- Replay history (publishes) is kept for generations above this.
+    history_floor_generation INTEGER NOT NULL DEFAULT 0
+);
+
+-- Entries are versioned: a publish marks the entries it replaces with its
+-- generation instead of deleting them, so the history can be replayed.
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    block_id TEXT NOT NULL,
+    block_index INTEGER NOT NULL,
+    start_utc_ms INTEGER NOT NULL,
+    end_utc_ms INTEGER NOT NULL CHECK (end_utc_ms > start_utc_ms),
+    segments_json TEXT NOT NULL,
+    programming_day_date TEXT NOT NULL,
+    transmission_log_ref TEXT NOT NULL,
+    is_operator_override INTEGER NOT NULL,
+    generation_id INTEGER NOT NULL,
+    override_record_id TEXT,
+    superseded_by_generation INTEGER
+);
+CREATE INDEX entries_current_by_start ON entries (channel_id, start_utc_ms)
+    WHERE superseded_by_generation IS NULL;
+CREATE UNIQUE INDEX entries_current_block_id ON entries (channel_id, block_id)
+    WHERE superseded_by_generation IS NULL;
+CREATE INDEX entries_by_generation ON entries (channel_id, generation_id);
+CREATE INDEX entries_by_superseded ON entries (channel_id, superseded_by_generation)
+    WHERE superseded_by_generation IS NOT NULL;
+
+-- An entry's content never changes; only its supersession is recorded.
+CREATE TRIGGER entries_content_immutable
+BEFORE UPDATE OF channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json,
+    programming_day_date, transmission_log_ref, is_operator_override, generation_id,
+    override_record_id ON entries
+BEGIN
+    SELECT RAISE(ABORT, 'INV-PLAYLOG-LOCKED-IMMUTABLE-001: entries are replaced, never updated');
+END;
+
+CREATE TABLE publishes (
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    generation_id INTEGER NOT NULL,
+    previous_generation_id INTEGER NOT NULL,
+    range_start_utc_ms INTEGER NOT NULL,
+    range_end_utc_ms INTEGER NOT NULL,
+    reason_code TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    operator_override INTEGER NOT NULL,
+    override_record_id TEXT,
+    committed_utc_ms INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, generation_id)
+);
+
+CREATE TABLE override_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    layer TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason_code TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    actor_note TEXT NOT NULL,
+    created_utc_ms INTEGER NOT NULL,
+    resulting_generation_id INTEGER NOT NULL,
+    superseded_json TEXT NOT NULL,
+    superseded_schedule_day_id TEXT NOT NULL,
+    previous_locked_window_ms INTEGER NOT NULL,
+    range_start_utc_ms INTEGER NOT NULL,
+    range_end_utc_ms INTEGER NOT NULL,
+    programming_day_date TEXT NOT NULL
+);
+CREATE INDEX override_records_by_channel ON override_records (channel_id, seq);
+
+-- Override records are append-only.
+CREATE TRIGGER override_records_no_update BEFORE UPDATE ON override_records
+BEGIN
+    SELECT RAISE(ABORT, 'INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001: override records are append-only');
+END;
+CREATE TRIGGER override_records_no_delete BEFORE DELETE ON override_records
+BEGIN
+    SELECT RAISE(ABORT, 'INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001: override records are append-only');
+END;
+
+CREATE TABLE schedule_days (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    programming_day_date TEXT NOT NULL,
+    plan_id TEXT,
+    is_manual_override INTEGER NOT NULL,
+    supersedes_id TEXT,
+    slots_json TEXT NOT NULL,
+    resolved_utc_ms INTEGER NOT NULL,
+    is_authoritative INTEGER NOT NULL,
+    override_record_id TEXT
+);
+-- One authoritative day per channel and date.
+CREATE UNIQUE INDEX schedule_days_one_per_date ON schedule_days (channel_id, programming_day_date)
+    WHERE is_authoritative = 1;
+CREATE INDEX schedule_days_history ON schedule_days (channel_id, programming_day_date, seq);
+
+-- A stored day never changes; it can only stop being authoritative.
+CREATE TRIGGER schedule_days_immutable
+BEFORE UPDATE OF id, channel_id, programming_day_date, plan_id, is_manual_override, supersedes_id,
+    slots_json, resolved_utc_ms, override_record_id ON schedule_days
+BEGIN
+    SELECT RAISE(ABORT, 'INV-SCHEDULEDAY-IMMUTABLE-001: schedule days are never updated in place');
+END;
+CREATE TRIGGER schedule_days_authority_only_withdrawn
+BEFORE UPDATE OF is_authoritative ON schedule_days
+WHEN NEW.is_authoritative > OLD.is_authoritative
+BEGIN
+    SELECT RAISE(ABORT, 'INV-SCHEDULEDAY-IMMUTABLE-001: a superseded day stays superseded');
+END;
+CREATE TRIGGER schedule_days_no_delete BEFORE DELETE ON schedule_days
+BEGIN
+    SELECT RAISE(ABORT, 'INV-SCHEDULEDAY-IMMUTABLE-001: schedule days are kept for audit');
+END;
+"""
+
+MIGRATIONS: list[str] = [V1]

@@ -1,0 +1,118 @@
+"""Shared fixtures: the real servicer in-process (grpc.aio server on a free
+loopback port, real generated stubs) on a deterministic manual clock."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from playlog.clock import ManualClock
+from playlog.config import Settings
+from playlog.server import PlaylogServer
+from playlog.v1 import (
+    audit_service_pb2_grpc,
+    channel_service_pb2,
+    channel_service_pb2_grpc,
+    clock_service_pb2_grpc,
+    execution_window_service_pb2_grpc,
+    schedule_day_service_pb2,
+    schedule_day_service_pb2_grpc,
+)
+from tests.builders import T0, date_of, schedule_day
+
+
+@dataclasses.dataclass
+class Stubs:
+    channel: channel_service_pb2_grpc.ChannelServiceStub
+    window: execution_window_service_pb2_grpc.ExecutionWindowServiceStub
+    days: schedule_day_service_pb2_grpc.ScheduleDayServiceStub
+    audit: audit_service_pb2_grpc.AuditServiceStub
+    clock: clock_service_pb2_grpc.ClockServiceStub
+
+
+def make_stubs(channel: grpc.aio.Channel) -> Stubs:
+    return Stubs(
+        channel=channel_service_pb2_grpc.ChannelServiceStub(channel),
+        window=execution_window_service_pb2_grpc.ExecutionWindowServiceStub(channel),
+        days=schedule_day_service_pb2_grpc.ScheduleDayServiceStub(channel),
+        audit=audit_service_pb2_grpc.AuditServiceStub(channel),
+        clock=clock_service_pb2_grpc.ClockServiceStub(channel),
+    )
+
+
+@dataclasses.dataclass
+class Running:
+    server: PlaylogServer
+    clock: ManualClock
+    address: str
+    stubs: Stubs
+    data_dir: Path
+
+    async def declare(self, channel_id: str = "ch1", locked_window_ms: int = 3_600_000) -> None:
+        await self.stubs.channel.DeclareChannel(
+            channel_service_pb2.DeclareChannelRequest(
+                channel_id=channel_id, locked_window_ms=locked_window_ms
+            )
+        )
+
+    async def store_days(self, channel_id: str, *dates_or_instants: str | int) -> None:
+        for d in dates_or_instants:
+            date = d if isinstance(d, str) else date_of(d)
+            result = await self.stubs.days.StoreScheduleDay(
+                schedule_day_service_pb2.StoreScheduleDayRequest(schedule_day=schedule_day(channel_id, date))
+            )
+            assert result.ok or result.error_code == 9, result  # 9: already exists
+
+
+async def start_server(data_dir: Path, clock: ManualClock, **overrides: Any) -> Running:
+    settings = dataclasses.replace(
+        Settings(), data_dir=str(data_dir), listen="127.0.0.1:0", clock="manual", **overrides
+    )
+    server = PlaylogServer(settings, clock=clock)
+    port = await server.start()
+    address = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(address)
+    return Running(server, clock, address, make_stubs(channel), data_dir)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+async def running(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Running]:
+    r = await start_server(tmp_path / "data", clock)
+    yield r
+    await r.server.stop(0)
+
+
+class ViolationCapture(logging.Handler):
+    """Captures the structured violation events (SPEC section 8)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = dict(getattr(record, "fields", {}))
+        fields["event"] = getattr(record, "event", record.getMessage())
+        json.dumps(fields, default=str)  # every event must serialize as one JSON line
+        self.events.append(fields)
+
+
+@pytest.fixture
+def violations() -> Any:
+    capture = ViolationCapture()
+    logger = logging.getLogger("playlog.violations")
+    logger.addHandler(capture)
+    logger.setLevel(logging.WARNING)
+    yield capture
+    logger.removeHandler(capture)
