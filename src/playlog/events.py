@@ -23,9 +23,11 @@ _FAULT_CLASS = {
 }
 
 
-def emit(logger: logging.Logger, level: int, event: str, **fields: Any) -> None:
+def emit(
+    logger: logging.Logger, level: int, event: str, exc_info: BaseException | None = None, **fields: Any
+) -> None:
     """Logs one structured event; handlers print it as one JSON line."""
-    logger.log(level, event, extra={"event": event, "fields": fields})
+    logger.log(level, event, exc_info=exc_info, extra={"event": event, "fields": fields})
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -71,5 +71,5 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext, metho
     if isinstance(exc, StoreError):
         emit(log, logging.ERROR, "store_failure", rpc=method, error=str(exc))
         await context.abort(grpc.StatusCode.INTERNAL, f"storage failure: {exc}")
-    emit(log, logging.ERROR, "internal_error", rpc=method, error=repr(exc))
+    emit(log, logging.ERROR, "internal_error", exc_info=exc, rpc=method, error=repr(exc))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

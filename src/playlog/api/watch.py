@@ -41,7 +41,7 @@ SNAPSHOT_CHUNK_ENTRIES = 500
 REPLAY_BATCH = 200
 
 
-@dataclass
+@dataclass(eq=False)  # identity, so subscribers can live in sets
 class Subscriber:
     channel_id: str
     max_pending: int
