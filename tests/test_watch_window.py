@@ -297,3 +297,13 @@ async def test_watching_an_undeclared_channel_is_not_found(running: Running) -> 
     assert f.error is not None and f.error.code() == grpc.StatusCode.NOT_FOUND
 
 
+
+
+async def test_progress_follows_a_change_of_lock_depth(channel: Running) -> None:
+    f = follow(channel)
+    await f.until(lambda: f.snapshots())
+    await channel.declare(CH, 2 * HOUR)
+    channel.clock.advance_ms(MINUTE)
+    await f.until(lambda: any(p.now_utc_ms == T0 + MINUTE for p in f.progress()))
+    assert f.progress()[-1].locked_until_utc_ms == T0 + MINUTE + 2 * HOUR
+    f.cancel()

@@ -27,7 +27,7 @@ from playlog import metrics
 from playlog.api import convert
 from playlog.app.service import Playlog, UnknownChannel
 from playlog.clock import Clock
-from playlog.domain.model import Entry, PublishRecord
+from playlog.domain.model import Channel, Entry, PublishRecord
 from playlog.domain.rejection import FieldViolation
 from playlog.domain.validation import check_id, raise_if_any
 from playlog.domain.windows import locked_until
@@ -85,7 +85,11 @@ class WatchHub:
         self._subscribers: dict[str, set[Subscriber]] = collections.defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        # Lock depths of watched channels, kept current by re-declarations so
+        # that progress ticks need no store read.
+        self._lock_depth: dict[str, int] = {}
         playlog.add_publish_listener(self._on_commit)
+        playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
         if add_listener is not None:
             add_listener(self._on_clock_moved)
@@ -99,6 +103,11 @@ class WatchHub:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._deliver, record)
+
+    def _on_channel_changed(self, channel: Channel) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._lock_depth.__setitem__, channel.channel_id, channel.locked_window_ms)
 
     def _on_clock_moved(self, now_utc_ms: int) -> None:
         loop = self._loop
@@ -134,6 +143,7 @@ class WatchHub:
             metrics.WATCH_SUBSCRIBERS.dec()
             if not subs:
                 del self._subscribers[sub.channel_id]
+                self._lock_depth.pop(sub.channel_id, None)
 
     def subscriber_count(self, channel_id: str | None = None) -> int:
         if channel_id is not None:
@@ -173,6 +183,7 @@ class WatchHub:
             channel = await self._run(self.playlog.get_channel, channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
+            self._lock_depth.setdefault(channel_id, channel.locked_window_ms)
             last = request.after_generation_id
             if last > channel.current_generation_id:
                 # The client knows a generation this store never had (a restore?).
@@ -229,9 +240,7 @@ class WatchHub:
                     last = record.generation_id
                 if sub.clock_moved or loop.time() >= next_progress:
                     sub.clock_moved = False
-                    # The lock depth can change by re-declaration.
-                    channel = await self._run(self.playlog.get_channel, channel_id) or channel
-                    yield self._progress(channel_id, channel.locked_window_ms, last)
+                    yield self._progress(channel_id, self._lock_depth[channel_id], last)
                     next_progress = loop.time() + interval
         finally:
             self.unsubscribe(sub)

@@ -8,11 +8,14 @@ them on a thread pool so the event loop never waits on disk.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from playlog import metrics
 from playlog.clock import Clock
 from playlog.domain import channels as channel_rules
 from playlog.domain import schedule_days as day_rules
@@ -126,10 +129,15 @@ class Playlog:
         self.history_retention_generations = history_retention_generations
         self._publish_listeners: list[PublishListener] = []
         self._commit_order = threading.Lock()
+        self._channel_listeners: list[Callable[[Channel], None]] = []
 
     def add_publish_listener(self, listener: PublishListener) -> None:
         """Called with each committed publish, after its commit (so it is durable)."""
         self._publish_listeners.append(listener)
+
+    def add_channel_listener(self, listener: Callable[[Channel], None]) -> None:
+        """Called with a channel after a declaration changed it (and committed)."""
+        self._channel_listeners.append(listener)
 
     # -- channels -------------------------------------------------------------
 
@@ -147,7 +155,7 @@ class Playlog:
             log_malformed("DeclareChannel", channel_id, exc, False, principal)
             raise
         try:
-            with self.store.write() as w:
+            with self._writing("declare_channel") as w:
                 now = self.clock.now_utc_ms()
                 plan = channel_rules.decide_declare(
                     channel_id,
@@ -170,6 +178,9 @@ class Playlog:
             existing = self.get_channel(channel_id)
             return DeclareOutcome(existing or plan.channel, False, "", refused.rejection)
         record_id = plan.override_record.id if plan.override_record else ""
+        if plan.changed:
+            for listener in self._channel_listeners:
+                listener(plan.channel)
         return DeclareOutcome(plan.channel, plan.changed, record_id)
 
     def get_channel(self, channel_id: str) -> Channel | None:
@@ -268,7 +279,7 @@ class Playlog:
     ) -> PublishOutcome:
         now = 0
         try:
-            with self.store.write() as w:
+            with self._writing(rpc) as w:
                 # "now" is read under the write lock: the windows it defines hold
                 # for the whole decision and commit.
                 now = self.clock.now_utc_ms()
@@ -294,6 +305,16 @@ class Playlog:
         for listener in self._publish_listeners:
             listener(committed)
         return PublishOutcome(True, committed.generation_id, committed.override_record_id)
+
+    @contextlib.contextmanager
+    def _writing(self, operation: str) -> Iterator[WriteView]:
+        """One store write transaction, timed for the commit-latency metric."""
+        started = time.perf_counter()
+        try:
+            with self.store.write() as w:
+                yield w
+        finally:
+            metrics.STORE_COMMIT_SECONDS.labels(operation).observe(time.perf_counter() - started)
 
     def _persist_record(self, w: WriteView, record: OverrideRecord) -> None:
         try:
@@ -404,7 +425,7 @@ class Playlog:
             log_malformed(write, day.channel_id, exc, override, principal)
             raise
         try:
-            with self.store.write() as w:
+            with self._writing(write) as w:
                 now = self.clock.now_utc_ms()
                 known = w.get_channel(day.channel_id) is not None
                 current = w.authoritative_day(day.channel_id, day.programming_day_date)
