@@ -64,9 +64,13 @@ def day_of_entries(day_start: int, prefix: str = "d", count: int = 48) -> list[p
     return blocks(day_start, count, DAY // count, prefix=prefix)
 
 
-def schedule_day(channel_id: str, date: str, plan_id: str = "plan-1", start: int | None = None) -> pb.ScheduleDay:
-    day_start = start if start is not None else int(
-        datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.UTC).timestamp() * 1000
+def schedule_day(
+    channel_id: str, date: str, plan_id: str = "plan-1", start: int | None = None
+) -> pb.ScheduleDay:
+    day_start = (
+        start
+        if start is not None
+        else int(datetime.datetime.fromisoformat(date).replace(tzinfo=datetime.UTC).timestamp() * 1000)
     )
     return pb.ScheduleDay(
         channel_id=channel_id,

@@ -15,7 +15,9 @@ from tests.conftest import Running
 
 async def declare(r: Running, channel_id: str, lock: int, reason: str = "") -> ch.DeclareChannelResponse:
     return await r.stubs.channel.DeclareChannel(
-        ch.DeclareChannelRequest(channel_id=channel_id, locked_window_ms=lock, reason_code=reason, actor="ops desk")
+        ch.DeclareChannelRequest(
+            channel_id=channel_id, locked_window_ms=lock, reason_code=reason, actor="ops desk"
+        )
     )
 
 
@@ -32,17 +34,29 @@ async def test_changing_the_lock_depth_is_audited_by_a_record(running: Running) 
     await declare(running, "ch1", HOUR)
     changed = await declare(running, "ch1", 2 * HOUR, reason="LONGER_LOOKAHEAD")
     assert changed.changed and changed.channel.locked_window_ms == 2 * HOUR
-    record = (await running.stubs.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id=changed.override_record_id))).record
+    record = (
+        await running.stubs.audit.GetOverrideRecord(
+            audit.GetOverrideRecordRequest(id=changed.override_record_id)
+        )
+    ).record
     assert record.layer == pb.OVERRIDE_LAYER_CHANNEL
     assert record.superseded.previous_locked_window_ms == HOUR
-    assert record.reason_code == "LONGER_LOOKAHEAD" and record.actor == "local" and record.actor_note == "ops desk"
+    assert (
+        record.reason_code == "LONGER_LOOKAHEAD"
+        and record.actor == "local"
+        and record.actor_note == "ops desk"
+    )
     got = await running.stubs.channel.GetChannel(ch.GetChannelRequest(channel_id="ch1"))
     assert got.channel.locked_window_ms == 2 * HOUR
 
 
-@pytest.mark.parametrize(("channel_id", "lock", "field"), [("", HOUR, "channel_id"), ("ch 1", HOUR, "channel_id"),
-                                                           ("ch1", 0, "locked_window_ms")])
-async def test_bad_declarations_name_the_field(running: Running, channel_id: str, lock: int, field: str) -> None:
+@pytest.mark.parametrize(
+    ("channel_id", "lock", "field"),
+    [("", HOUR, "channel_id"), ("ch 1", HOUR, "channel_id"), ("ch1", 0, "locked_window_ms")],
+)
+async def test_bad_declarations_name_the_field(
+    running: Running, channel_id: str, lock: int, field: str
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await declare(running, channel_id, lock)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -58,8 +72,12 @@ async def test_get_of_an_unknown_channel_is_not_found(running: Running) -> None:
 
 async def test_the_manual_clock_moves_only_forward_when_told(running: Running) -> None:
     assert (await running.stubs.clock.GetTime(clk.GetTimeRequest())).now_utc_ms == T0
-    assert (await running.stubs.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=HOUR))).now_utc_ms == T0 + HOUR
-    assert (await running.stubs.clock.SetTime(clk.SetTimeRequest(now_utc_ms=T0 + 2 * HOUR))).now_utc_ms == T0 + 2 * HOUR
+    assert (
+        await running.stubs.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=HOUR))
+    ).now_utc_ms == T0 + HOUR
+    assert (
+        await running.stubs.clock.SetTime(clk.SetTimeRequest(now_utc_ms=T0 + 2 * HOUR))
+    ).now_utc_ms == T0 + 2 * HOUR
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await running.stubs.clock.SetTime(clk.SetTimeRequest(now_utc_ms=T0))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

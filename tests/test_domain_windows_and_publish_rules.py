@@ -41,7 +41,9 @@ def e(block_id: str, start: int, end: int, generation: int = 1, date: str = "202
     )
 
 
-def req(start: int, end: int, entries: list[Entry], override: bool = False, generation: int = 0) -> PublishRequest:
+def req(
+    start: int, end: int, entries: list[Entry], override: bool = False, generation: int = 0
+) -> PublishRequest:
     return PublishRequest(
         channel_id="ch1",
         range_start_utc_ms=start,
@@ -128,8 +130,9 @@ def test_unknown_channel_is_refused_first() -> None:
 
 def test_a_past_entry_cannot_be_replaced_even_by_override() -> None:
     old = e("old", T - 200, T)
-    decision = decide_publish(req(T - 200, E + 100, [e("n", T - 200, E + 100)], override=True),
-                              facts(affected=(old,)), T, "r")
+    decision = decide_publish(
+        req(T - 200, E + 100, [e("n", T - 200, E + 100)], override=True), facts(affected=(old,)), T, "r"
+    )
     assert rejected(decision) is ErrorCode.PAST_WINDOW_IMMUTABLE
     assert isinstance(decision, Rejection)
     assert decision.evidence.mutated_block_id == "old"
@@ -137,8 +140,9 @@ def test_a_past_entry_cannot_be_replaced_even_by_override() -> None:
 
 
 def test_a_new_entry_ending_at_now_is_past() -> None:
-    decision = decide_publish(req(T - 100, T + 100, [e("n", T - 100, T), e("m", T, T + 100)], override=True),
-                              facts(), T, "r")
+    decision = decide_publish(
+        req(T - 100, T + 100, [e("n", T - 100, T), e("m", T, T + 100)], override=True), facts(), T, "r"
+    )
     assert rejected(decision) is ErrorCode.PAST_WINDOW_IMMUTABLE
 
 
@@ -147,8 +151,9 @@ def test_a_range_wholly_in_the_past_is_refused_even_when_empty() -> None:
 
 
 def test_past_is_checked_before_locked() -> None:
-    decision = decide_publish(req(T - 100, T + 100, [e("n", T - 100, T + 100)]),
-                              facts(affected=(e("old", T - 100, T),)), T, "r")
+    decision = decide_publish(
+        req(T - 100, T + 100, [e("n", T - 100, T + 100)]), facts(affected=(e("old", T - 100, T),)), T, "r"
+    )
     assert rejected(decision) is ErrorCode.PAST_WINDOW_IMMUTABLE
 
 
@@ -169,8 +174,9 @@ def test_a_locked_entry_reached_by_a_flexible_range_needs_an_override() -> None:
 
 def test_an_override_in_the_locked_window_carries_its_record_and_superseded_entries() -> None:
     old = e("old", T, T + 100, generation=4)
-    plan = decide_publish(req(T, T + 100, [e("new", T, T + 100)], override=True),
-                          facts(affected=(old,)), T, "rec-1")
+    plan = decide_publish(
+        req(T, T + 100, [e("new", T, T + 100)], override=True), facts(affected=(old,)), T, "rec-1"
+    )
     assert isinstance(plan, PublishPlan)
     assert plan.override_record is not None
     assert plan.override_record.id == "rec-1"
@@ -194,8 +200,9 @@ def test_locked_is_checked_before_generation() -> None:
 
 def test_a_range_that_cuts_an_entry_is_refused() -> None:
     existing = e("long", E, E + 1000)
-    decision = decide_publish(req(E + 500, E + 1500, [e("n", E + 500, E + 1500)]),
-                              facts(affected=(existing,)), T, "r")
+    decision = decide_publish(
+        req(E + 500, E + 1500, [e("n", E + 500, E + 1500)]), facts(affected=(existing,)), T, "r"
+    )
     assert rejected(decision) is ErrorCode.CONTIGUITY_VIOLATION
     assert isinstance(decision, Rejection)
     assert "cuts block 'long'" in decision.detail and "widen the range" in decision.detail
@@ -203,41 +210,55 @@ def test_a_range_that_cuts_an_entry_is_refused() -> None:
 
 def test_new_entries_must_tile_the_range_between_neighbours() -> None:
     left, right = e("l", E, E + 100), e("r", E + 300, E + 400)
-    gap = decide_publish(req(E + 100, E + 300, [e("n", E + 100, E + 250)]),
-                         facts(left_neighbour=left, right_neighbour=right), T, "r")
+    gap = decide_publish(
+        req(E + 100, E + 300, [e("n", E + 100, E + 250)]),
+        facts(left_neighbour=left, right_neighbour=right),
+        T,
+        "r",
+    )
     assert rejected(gap) is ErrorCode.CONTIGUITY_VIOLATION
-    tiled = decide_publish(req(E + 100, E + 300, [e("n", E + 100, E + 200), e("m", E + 200, E + 300)]),
-                           facts(left_neighbour=left, right_neighbour=right), T, "r")
+    tiled = decide_publish(
+        req(E + 100, E + 300, [e("n", E + 100, E + 200), e("m", E + 200, E + 300)]),
+        facts(left_neighbour=left, right_neighbour=right),
+        T,
+        "r",
+    )
     assert isinstance(tiled, PublishPlan)
 
 
 def test_new_entries_must_not_overlap_each_other() -> None:
-    decision = decide_publish(req(E, E + 300, [e("a", E, E + 200), e("b", E + 100, E + 300)]), facts(), T, "r")
+    decision = decide_publish(
+        req(E, E + 300, [e("a", E, E + 200), e("b", E + 100, E + 300)]), facts(), T, "r"
+    )
     assert rejected(decision) is ErrorCode.CONTIGUITY_VIOLATION
 
 
 def test_appending_after_a_gap_is_refused_and_appending_at_the_end_is_accepted() -> None:
     left = e("l", E, E + 100)
-    after_gap = decide_publish(req(E + 200, E + 300, [e("n", E + 200, E + 300)]),
-                               facts(left_neighbour=left), T, "r")
+    after_gap = decide_publish(
+        req(E + 200, E + 300, [e("n", E + 200, E + 300)]), facts(left_neighbour=left), T, "r"
+    )
     assert rejected(after_gap) is ErrorCode.CONTIGUITY_VIOLATION
-    adjacent = decide_publish(req(E + 100, E + 300, [e("n", E + 100, E + 300)]),
-                              facts(left_neighbour=left), T, "r")
+    adjacent = decide_publish(
+        req(E + 100, E + 300, [e("n", E + 100, E + 300)]), facts(left_neighbour=left), T, "r"
+    )
     assert isinstance(adjacent, PublishPlan)
 
 
 def test_removing_the_middle_of_the_sequence_is_refused_but_trimming_the_tail_is_not() -> None:
     left, mid, right = e("l", E, E + 100), e("m", E + 100, E + 200), e("r", E + 200, E + 300)
-    middle = decide_publish(req(E + 100, E + 200, []),
-                            facts(affected=(mid,), left_neighbour=left, right_neighbour=right), T, "r")
+    middle = decide_publish(
+        req(E + 100, E + 200, []), facts(affected=(mid,), left_neighbour=left, right_neighbour=right), T, "r"
+    )
     assert rejected(middle) is ErrorCode.CONTIGUITY_VIOLATION
     tail = decide_publish(req(E + 200, E + 300, []), facts(affected=(right,), left_neighbour=mid), T, "r")
     assert isinstance(tail, PublishPlan)
 
 
 def test_a_block_id_used_outside_the_range_is_refused() -> None:
-    decision = decide_publish(req(E, E + 100, [e("dup", E, E + 100)]),
-                              facts(block_ids_in_use_outside=frozenset({"dup"})), T, "r")
+    decision = decide_publish(
+        req(E, E + 100, [e("dup", E, E + 100)]), facts(block_ids_in_use_outside=frozenset({"dup"})), T, "r"
+    )
     assert rejected(decision) is ErrorCode.BLOCK_ID_CONFLICT
 
 
@@ -251,7 +272,9 @@ def test_an_entry_naming_a_day_without_schedule_day_is_untraceable_unless_overri
 
 def test_contiguity_is_checked_before_derivation() -> None:
     stray = e("n", E, E + 50, date="2026-12-01")
-    decision = decide_publish(req(E, E + 100, [stray]), facts(right_neighbour=e("r", E + 100, E + 200)), T, "r")
+    decision = decide_publish(
+        req(E, E + 100, [stray]), facts(right_neighbour=e("r", E + 100, E + 200)), T, "r"
+    )
     assert rejected(decision) is ErrorCode.CONTIGUITY_VIOLATION
 
 
@@ -259,7 +282,9 @@ def test_contiguity_is_checked_before_derivation() -> None:
 
 
 def replace(entry: Entry, override: bool = False) -> ReplaceEntryRequest:
-    return ReplaceEntryRequest("ch1", entry.block_id, entry, override, "OVERRIDE" if override else "", "tester")
+    return ReplaceEntryRequest(
+        "ch1", entry.block_id, entry, override, "OVERRIDE" if override else "", "tester"
+    )
 
 
 def test_replace_entry_of_an_unknown_block_is_not_found() -> None:
@@ -300,11 +325,18 @@ def test_replace_entry_must_keep_the_same_span() -> None:
         (lambda r: {**r, "entries": [e("", E, E + 100)]}, "entries[0].block_id"),
         (lambda r: {**r, "entries": [e("a", E, E + 100), e("a", E + 100, E + 200)]}, "entries[1].block_id"),
         (lambda r: {**r, "entries": [e("a", E - 10, E + 100)]}, "entries[0]"),
-        (lambda r: {**r, "entries": [dataclasses.replace(e("a", E, E + 100), end_utc_ms=E + 90)]},
-         "entries[0].segments"),
-        (lambda r: {**r, "entries": [e("a", E, E + 100, date="2026-02-30")]}, "entries[0].programming_day_date"),
-        (lambda r: {**r, "entries": [dataclasses.replace(e("a", E, E + 100), start_utc_ms=E + 100)]},
-         "entries[0].end_utc_ms"),
+        (
+            lambda r: {**r, "entries": [dataclasses.replace(e("a", E, E + 100), end_utc_ms=E + 90)]},
+            "entries[0].segments",
+        ),
+        (
+            lambda r: {**r, "entries": [e("a", E, E + 100, date="2026-02-30")]},
+            "entries[0].programming_day_date",
+        ),
+        (
+            lambda r: {**r, "entries": [dataclasses.replace(e("a", E, E + 100), start_utc_ms=E + 100)]},
+            "entries[0].end_utc_ms",
+        ),
         (lambda r: {**r, "operator_override": True, "reason_code": ""}, "reason_code"),
     ],
 )

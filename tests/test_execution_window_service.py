@@ -67,7 +67,9 @@ async def publish(
     )
 
 
-async def replace_entry(r: Running, block_id: str, e: pb.ExecutionEntry, *, override: bool = False) -> pb.PublishResult:
+async def replace_entry(
+    r: Running, block_id: str, e: pb.ExecutionEntry, *, override: bool = False
+) -> pb.PublishResult:
     return await r.stubs.window.ReplaceEntry(
         ew.ReplaceEntryRequest(
             channel_id=CH,
@@ -86,7 +88,9 @@ async def read(r: Running, start: int, end: int) -> pb.WindowSnapshot:
 
 
 async def records(r: Running) -> list[pb.OverrideRecord]:
-    return list((await r.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(channel_id=CH))).records)
+    return list(
+        (await r.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(channel_id=CH))).records
+    )
 
 
 async def state(r: Running) -> tuple[object, ...]:
@@ -148,7 +152,9 @@ async def test_THLI_003_operator_override_replaces_atomically_with_a_new_generat
     assert all(e.override_record_id == result.override_record_id for e in snap.entries)
 
 
-async def test_THLI_004_entry_in_the_flexible_future_accepts_a_write_without_override(channel: Running) -> None:
+async def test_THLI_004_entry_in_the_flexible_future_accepts_a_write_without_override(
+    channel: Running,
+) -> None:
     # a4 = [T0 + 1 h, T0 + 1 h 30) starts exactly at E = T0 + 1 h: flexible.
     result = await replace_entry(channel, "a4", entry("a4", T0 + HOUR, T0 + HOUR + 30 * MINUTE, title="new"))
     assert result.ok, result
@@ -178,13 +184,19 @@ async def test_TOR_001_the_override_record_is_written_before_its_artifact(channe
     writer: sqlite3.Connection = channel.server.store._writer  # type: ignore[attr-defined]
     writer.set_trace_callback(statements.append)
     try:
-        result = await publish(channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True)
+        result = await publish(
+            channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True
+        )
     finally:
         writer.set_trace_callback(None)
     assert result.ok
     inserts = [s.split("(")[0].split()[-1] for s in statements if s.lstrip().upper().startswith("INSERT")]
     assert inserts.index("override_records") < inserts.index("entries")
-    record = (await channel.stubs.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id=result.override_record_id))).record
+    record = (
+        await channel.stubs.audit.GetOverrideRecord(
+            audit.GetOverrideRecordRequest(id=result.override_record_id)
+        )
+    ).record
     assert record.layer == pb.OVERRIDE_LAYER_EXECUTION_WINDOW
     assert record.resulting_generation_id == result.published_generation_id
     assert [(s.block_id, s.generation_id) for s in record.superseded.entries] == [("a2", 1)]
@@ -205,7 +217,9 @@ async def test_TOR_002_a_failing_record_write_prevents_the_artifact(
     assert violations.events[-1]["invariant"] == "INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001-VIOLATED"
     assert violations.events[-1]["fault_class"] == "runtime"
     # The seam fires once: the retry succeeds.
-    assert (await publish(channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True)).ok
+    assert (
+        await publish(channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True)
+    ).ok
 
 
 @pytest.mark.parametrize("step", [FaultStep.ENTRIES, FaultStep.PUBLISH_HISTORY, FaultStep.COMMIT])
@@ -219,7 +233,9 @@ async def test_TOR_003_an_override_failing_at_any_later_step_leaves_no_record_an
     assert await state(channel) == before  # no record for an override that never happened
 
 
-async def test_TOR_003_a_normal_publish_failing_mid_write_changes_nothing_and_is_internal(channel: Running) -> None:
+async def test_TOR_003_a_normal_publish_failing_mid_write_changes_nothing_and_is_internal(
+    channel: Running,
+) -> None:
     before = await state(channel)
     channel.server.store.faults.fail_next(FaultStep.ENTRIES)
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -230,13 +246,17 @@ async def test_TOR_003_a_normal_publish_failing_mid_write_changes_nothing_and_is
 
 async def test_TOR_004_no_override_artifact_exists_without_its_record(channel: Running) -> None:
     await publish(channel, T0, T0 + HOUR, blocks(T0, 4, 15 * MINUTE, "o"), override=True)
-    ok = (await replace_entry(channel, "o1", entry("o1", T0 + 15 * MINUTE, T0 + 30 * MINUTE), override=True))
+    ok = await replace_entry(channel, "o1", entry("o1", T0 + 15 * MINUTE, T0 + 30 * MINUTE), override=True)
     assert ok.ok
     snap = await read(channel, T0 - DAY, T0 + DAY)
     overridden = [e for e in snap.entries if e.is_operator_override]
     assert len(overridden) == 4
     for e in overridden:
-        record = (await channel.stubs.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id=e.override_record_id))).record
+        record = (
+            await channel.stubs.audit.GetOverrideRecord(
+                audit.GetOverrideRecordRequest(id=e.override_record_id)
+            )
+        ).record
         assert record.resulting_generation_id == e.generation_id
     integrity = await channel.stubs.audit.VerifyIntegrity(audit.VerifyIntegrityRequest(channel_id=CH))
     assert list(integrity.violations) == []
@@ -247,8 +267,11 @@ async def test_an_override_without_a_reason_code_is_invalid_and_changes_nothing(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await channel.stubs.window.PublishAtomicReplace(
             ew.PublishAtomicReplaceRequest(
-                channel_id=CH, range_start_utc_ms=T0, range_end_utc_ms=T0 + 30 * MINUTE,
-                entries=[entry("o1", T0, T0 + 30 * MINUTE)], operator_override=True,
+                channel_id=CH,
+                range_start_utc_ms=T0,
+                range_end_utc_ms=T0 + 30 * MINUTE,
+                entries=[entry("o1", T0, T0 + 30 * MINUTE)],
+                operator_override=True,
             )
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -259,8 +282,9 @@ async def test_an_override_without_a_reason_code_is_invalid_and_changes_nothing(
 async def test_a_refused_override_leaves_no_record(channel: Running) -> None:
     """The record is written only after every check passed (the seed's system
     wrote it before the generation check)."""
-    result = await publish(channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True,
-                           generation=1)
+    result = await publish(
+        channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True, generation=1
+    )
     assert result.error_code == pb.ERROR_CODE_GENERATION_NOT_MONOTONIC
     assert await records(channel) == []
 
@@ -285,7 +309,9 @@ async def test_PLAYLOG_IMMUT_002_a_past_entry_is_immutable_even_with_an_override
 ) -> None:
     channel.clock.advance_ms(31 * MINUTE)  # a2 [T0, T0 + 30 min) has aired
     before = await state(channel)
-    result = await replace_entry(channel, "a2", entry("a2", T0, T0 + 30 * MINUTE, title="rewrite"), override=True)
+    result = await replace_entry(
+        channel, "a2", entry("a2", T0, T0 + 30 * MINUTE, title="rewrite"), override=True
+    )
     assert result.error_code == pb.ERROR_CODE_PAST_WINDOW_IMMUTABLE
     publish_result = await publish(channel, T0, T0 + HOUR, blocks(T0, 2, 30 * MINUTE, "r"), override=True)
     assert publish_result.error_code == pb.ERROR_CODE_PAST_WINDOW_IMMUTABLE
@@ -297,9 +323,12 @@ async def test_PLAYLOG_IMMUT_002_a_past_entry_is_immutable_even_with_an_override
     assert event["fault_class"] == "operator"
 
 
-async def test_PLAYLOG_IMMUT_003_override_of_a_locked_entry_is_backed_by_a_record_first(channel: Running) -> None:
-    result = await replace_entry(channel, "a3", entry("a3", T0 + 30 * MINUTE, T0 + HOUR, title="breaking news"),
-                                 override=True)
+async def test_PLAYLOG_IMMUT_003_override_of_a_locked_entry_is_backed_by_a_record_first(
+    channel: Running,
+) -> None:
+    result = await replace_entry(
+        channel, "a3", entry("a3", T0 + 30 * MINUTE, T0 + HOUR, title="breaking news"), override=True
+    )
     assert result.ok, result
     snap = await read(channel, T0 + 30 * MINUTE, T0 + 31 * MINUTE)
     (a3,) = snap.entries
@@ -315,8 +344,7 @@ async def test_PLAYLOG_IMMUT_003_override_of_a_locked_entry_is_backed_by_a_recor
 
 async def test_a_publish_stamps_its_whole_range_and_leaves_the_rest_alone(channel: Running) -> None:
     day = T0 + DAY
-    first = await publish(channel, T0 + 3 * HOUR, day + DAY,
-                          blocks(T0 + 3 * HOUR, 42 + 48, 30 * MINUTE, "f"))
+    first = await publish(channel, T0 + 3 * HOUR, day + DAY, blocks(T0 + 3 * HOUR, 42 + 48, 30 * MINUTE, "f"))
     assert first.ok, first
     second = await publish(channel, day, day + DAY, day_of_entries(day, "g"))
     assert second.ok and second.published_generation_id == first.published_generation_id + 1
@@ -371,7 +399,9 @@ async def test_concurrent_publishers_get_strictly_increasing_generations(channel
 async def test_get_entry_at_treats_the_flexible_future_as_absent_by_default(channel: Running) -> None:
     now = await channel.stubs.window.GetEntryAt(ew.GetEntryAtRequest(channel_id=CH, at_utc_ms=T0))
     assert now.found and now.entry.block_id == "a2"
-    flexible = await channel.stubs.window.GetEntryAt(ew.GetEntryAtRequest(channel_id=CH, at_utc_ms=T0 + 2 * HOUR))
+    flexible = await channel.stubs.window.GetEntryAt(
+        ew.GetEntryAtRequest(channel_id=CH, at_utc_ms=T0 + 2 * HOUR)
+    )
     assert not flexible.found
     included = await channel.stubs.window.GetEntryAt(
         ew.GetEntryAtRequest(channel_id=CH, at_utc_ms=T0 + 2 * HOUR, include_flexible=True)
@@ -418,7 +448,9 @@ async def test_malformed_input_is_invalid_argument_with_every_field_named(
 async def test_override_records_page_in_order(channel: Running) -> None:
     ids = []
     for i in range(5):
-        r = await replace_entry(channel, "a3", entry("a3", T0 + 30 * MINUTE, T0 + HOUR, title=f"v{i}"), override=True)
+        r = await replace_entry(
+            channel, "a3", entry("a3", T0 + 30 * MINUTE, T0 + HOUR, title=f"v{i}"), override=True
+        )
         ids.append(r.override_record_id)
     got, token = [], ""
     while True:

@@ -37,7 +37,9 @@ async def populated(running: Running) -> Running:
     for start, prefix in ((T0, "d1-"), (T0 + DAY, "d2-"), (T0 + DAY, "d2b-")):
         result = await running.stubs.window.PublishAtomicReplace(
             ew.PublishAtomicReplaceRequest(
-                channel_id=CH, range_start_utc_ms=start, range_end_utc_ms=start + DAY,
+                channel_id=CH,
+                range_start_utc_ms=start,
+                range_end_utc_ms=start + DAY,
                 entries=day_of_entries(start, prefix),
             )
         )
@@ -45,21 +47,29 @@ async def populated(running: Running) -> Running:
     running.clock.set_utc_ms(T0)
     overridden = await running.stubs.window.PublishAtomicReplace(
         ew.PublishAtomicReplaceRequest(
-            channel_id=CH, range_start_utc_ms=T0, range_end_utc_ms=T0 + DAY // 48,
-            entries=[entry("live", T0, T0 + DAY // 48)], operator_override=True, reason_code="BREAKING_NEWS",
+            channel_id=CH,
+            range_start_utc_ms=T0,
+            range_end_utc_ms=T0 + DAY // 48,
+            entries=[entry("live", T0, T0 + DAY // 48)],
+            operator_override=True,
+            reason_code="BREAKING_NEWS",
         )
     )
     assert overridden.ok
     day = schedule_day(CH, date_of(T0 + DAY), plan_id="")
-    result = await running.stubs.days.OperatorOverride(sd.OperatorOverrideRequest(schedule_day=day, reason_code="X"))
+    result = await running.stubs.days.OperatorOverride(
+        sd.OperatorOverrideRequest(schedule_day=day, reason_code="X")
+    )
     assert result.ok
     return running
 
 
 async def kinds(r: Running, channel_id: str = "") -> list[str]:
     resp = await r.stubs.audit.VerifyIntegrity(audit.VerifyIntegrityRequest(channel_id=channel_id))
-    return sorted(audit.IntegrityViolationKind.Name(v.kind).removeprefix("INTEGRITY_VIOLATION_KIND_")
-                  for v in resp.violations)
+    return sorted(
+        audit.IntegrityViolationKind.Name(v.kind).removeprefix("INTEGRITY_VIOLATION_KIND_")
+        for v in resp.violations
+    )
 
 
 def tamper(r: Running, *statements: str) -> None:
@@ -96,7 +106,8 @@ CORRUPTIONS: dict[str, tuple[str, ...]] = {
     ),
     "DAY_WITHOUT_PLAN": (
         "INSERT INTO schedule_days (id, channel_id, programming_day_date, plan_id, is_manual_override, "
-        "slots_json, resolved_utc_ms, is_authoritative) VALUES ('stray', 'ch1', '2030-01-01', NULL, 0, '[]', 0, 1)",
+        "slots_json, resolved_utc_ms, is_authoritative) "
+        "VALUES ('stray', 'ch1', '2030-01-01', NULL, 0, '[]', 0, 1)",
     ),
     "OVERRIDE_DAY_WITHOUT_SUPERSEDED": (
         "INSERT INTO schedule_days (id, channel_id, programming_day_date, plan_id, is_manual_override, "
@@ -107,7 +118,8 @@ CORRUPTIONS: dict[str, tuple[str, ...]] = {
     "DUPLICATE_SCHEDULE_DAY": (
         "DROP INDEX schedule_days_one_per_date",
         "INSERT INTO schedule_days (id, channel_id, programming_day_date, plan_id, is_manual_override, "
-        f"slots_json, resolved_utc_ms, is_authoritative) VALUES ('twin', 'ch1', '{date_of(T0)}', 'p', 0, '[]', 0, 1)",
+        "slots_json, resolved_utc_ms, is_authoritative) "
+        f"VALUES ('twin', 'ch1', '{date_of(T0)}', 'p', 0, '[]', 0, 1)",
     ),
 }
 
@@ -132,7 +144,10 @@ async def test_each_corruption_written_behind_the_service_is_reported(populated:
 def run_verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "playlog", "verify", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -150,5 +165,3 @@ async def test_playlog_verify_offline_exits_1_on_corruption_and_0_when_clean(pop
 def test_playlog_verify_on_a_directory_without_a_store_says_so(tmp_path: Path) -> None:
     result = run_verify(tmp_path)
     assert result.returncode == 2 and "no store" in result.stderr
-
-

@@ -26,11 +26,15 @@ async def channel(running: Running) -> Running:
 
 
 async def store(r: Running, day: pb.ScheduleDay) -> pb.ScheduleDayResult:
-    return await r.stubs.days.StoreScheduleDay(sd.StoreScheduleDayRequest(schedule_day=day, reason_code="PLAN"))
+    return await r.stubs.days.StoreScheduleDay(
+        sd.StoreScheduleDayRequest(schedule_day=day, reason_code="PLAN")
+    )
 
 
 async def get(r: Running, date: str = DATE) -> pb.ScheduleDay:
-    return (await r.stubs.days.GetScheduleDay(sd.GetScheduleDayRequest(channel_id=CH, programming_day_date=date))).schedule_day
+    return (
+        await r.stubs.days.GetScheduleDay(sd.GetScheduleDayRequest(channel_id=CH, programming_day_date=date))
+    ).schedule_day
 
 
 async def history(r: Running, date: str = DATE) -> list[pb.ScheduleDay]:
@@ -40,7 +44,9 @@ async def history(r: Running, date: str = DATE) -> list[pb.ScheduleDay]:
     return list(resp.schedule_days)
 
 
-async def override_day(r: Running, day: pb.ScheduleDay, reason: str = "SPORTS_OVERRUN") -> pb.ScheduleDayResult:
+async def override_day(
+    r: Running, day: pb.ScheduleDay, reason: str = "SPORTS_OVERRUN"
+) -> pb.ScheduleDayResult:
     return await r.stubs.days.OperatorOverride(
         sd.OperatorOverrideRequest(schedule_day=day, reason_code=reason, actor="desk 3")
     )
@@ -55,7 +61,9 @@ def manual(date: str = DATE) -> pb.ScheduleDay:
 # -- INV-SCHEDULEDAY-DERIVATION-TRACEABLE-001 ------------------------------------------------
 
 
-async def test_a_day_with_no_plan_and_no_override_is_refused(channel: Running, violations: ViolationCapture) -> None:
+async def test_a_day_with_no_plan_and_no_override_is_refused(
+    channel: Running, violations: ViolationCapture
+) -> None:
     result = await store(channel, schedule_day(CH, DATE, plan_id=""))
     assert not result.ok
     assert result.error_code == pb.ERROR_CODE_DERIVATION_UNTRACEABLE
@@ -74,7 +82,11 @@ async def test_a_manual_override_with_a_superseded_reference_is_accepted(channel
     assert day.is_manual_override and day.plan_id == ""
     assert day.supersedes_id == original.schedule_day.id
     assert day.override_record_id == result.override_record_id
-    record = (await channel.stubs.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id=result.override_record_id))).record
+    record = (
+        await channel.stubs.audit.GetOverrideRecord(
+            audit.GetOverrideRecordRequest(id=result.override_record_id)
+        )
+    ).record
     assert record.layer == pb.OVERRIDE_LAYER_SCHEDULE_DAY
     assert record.superseded.schedule_day_id == original.schedule_day.id
     assert record.actor == "local" and record.actor_note == "desk 3"
@@ -110,7 +122,9 @@ async def test_an_override_without_a_reason_code_is_invalid(channel: Running) ->
 # -- INV-SCHEDULEDAY-IMMUTABLE-001 -------------------------------------------------------------
 
 
-async def test_updating_a_slots_wall_clock_time_is_refused(channel: Running, violations: ViolationCapture) -> None:
+async def test_updating_a_slots_wall_clock_time_is_refused(
+    channel: Running, violations: ViolationCapture
+) -> None:
     stored = (await store(channel, schedule_day(CH, DATE))).schedule_day
     changed = pb.ScheduleDay()
     changed.CopyFrom(stored)
@@ -122,7 +136,9 @@ async def test_updating_a_slots_wall_clock_time_is_refused(channel: Running, vio
     assert violations.events[-1]["invariant"] == "INV-SCHEDULEDAY-IMMUTABLE-001-VIOLATED"
 
 
-async def test_force_regeneration_replaces_the_day_atomically_with_no_intermediate_state(channel: Running) -> None:
+async def test_force_regeneration_replaces_the_day_atomically_with_no_intermediate_state(
+    channel: Running,
+) -> None:
     first = (await store(channel, schedule_day(CH, DATE, plan_id="plan-1"))).schedule_day
     stop = asyncio.Event()
     seen: list[str] = []
@@ -138,7 +154,9 @@ async def test_force_regeneration_replaces_the_day_atomically_with_no_intermedia
     plan_ids = []
     for i in range(2, 22):
         result = await channel.stubs.days.ForceRegenerate(
-            sd.ForceRegenerateRequest(schedule_day=schedule_day(CH, DATE, plan_id=f"plan-{i}"), reason_code="REPLAN")
+            sd.ForceRegenerateRequest(
+                schedule_day=schedule_day(CH, DATE, plan_id=f"plan-{i}"), reason_code="REPLAN"
+            )
         )
         assert result.ok, result
         plan_ids.append(result.schedule_day.plan_id)
@@ -153,7 +171,9 @@ async def test_force_regeneration_replaces_the_day_atomically_with_no_intermedia
 
 
 async def test_force_regeneration_needs_a_plan_and_an_existing_day(channel: Running) -> None:
-    missing = await channel.stubs.days.ForceRegenerate(sd.ForceRegenerateRequest(schedule_day=schedule_day(CH, DATE)))
+    missing = await channel.stubs.days.ForceRegenerate(
+        sd.ForceRegenerateRequest(schedule_day=schedule_day(CH, DATE))
+    )
     assert missing.error_code == pb.ERROR_CODE_NOT_FOUND
     await store(channel, schedule_day(CH, DATE))
     no_plan = await channel.stubs.days.ForceRegenerate(
@@ -169,12 +189,16 @@ async def test_one_day_per_channel_and_date(channel: Running) -> None:
     assert "ForceRegenerate" in again.error_detail
     assert len(await history(channel)) == 1
     await channel.declare("ch2", HOUR)
-    other = await channel.stubs.days.StoreScheduleDay(sd.StoreScheduleDayRequest(schedule_day=schedule_day("ch2", DATE)))
+    other = await channel.stubs.days.StoreScheduleDay(
+        sd.StoreScheduleDayRequest(schedule_day=schedule_day("ch2", DATE))
+    )
     assert other.ok
 
 
 async def test_concurrent_stores_of_one_date_leave_exactly_one_day(channel: Running) -> None:
-    results = await asyncio.gather(*(store(channel, schedule_day(CH, DATE, plan_id=f"p{i}")) for i in range(8)))
+    results = await asyncio.gather(
+        *(store(channel, schedule_day(CH, DATE, plan_id=f"p{i}")) for i in range(8))
+    )
     assert sum(r.ok for r in results) == 1
     assert {r.error_code for r in results if not r.ok} == {pb.ERROR_CODE_SCHEDULE_DAY_EXISTS}
 
@@ -209,8 +233,14 @@ async def test_TOR_a_failing_day_write_after_the_record_leaves_no_record(channel
         (lambda d: setattr(d, "programming_day_date", "2026-13-01"), "schedule_day.programming_day_date"),
         (lambda d: setattr(d, "id", "client-chosen"), "schedule_day.id"),
         (lambda d: setattr(d, "is_manual_override", True), "schedule_day.is_manual_override"),
-        (lambda d: setattr(d.slots[1], "start_utc_ms", d.slots[0].start_utc_ms), "schedule_day.slots[1].start_utc_ms"),
-        (lambda d: setattr(d.slots[2], "end_utc_ms", d.slots[2].start_utc_ms), "schedule_day.slots[2].end_utc_ms"),
+        (
+            lambda d: setattr(d.slots[1], "start_utc_ms", d.slots[0].start_utc_ms),
+            "schedule_day.slots[1].start_utc_ms",
+        ),
+        (
+            lambda d: setattr(d.slots[2], "end_utc_ms", d.slots[2].start_utc_ms),
+            "schedule_day.slots[2].end_utc_ms",
+        ),
     ],
 )
 async def test_malformed_days_name_the_field_and_store_nothing(channel: Running, mutate, field) -> None:  # type: ignore[no-untyped-def]
@@ -220,7 +250,12 @@ async def test_malformed_days_name_the_field_and_store_nothing(channel: Running,
         await store(channel, day)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (info.value.details() or "")
-    assert await history(channel, day.programming_day_date if field != "schedule_day.programming_day_date" else DATE) == []
+    assert (
+        await history(
+            channel, day.programming_day_date if field != "schedule_day.programming_day_date" else DATE
+        )
+        == []
+    )
 
 
 async def test_get_of_a_missing_day_is_not_found(channel: Running) -> None:
@@ -261,8 +296,12 @@ async def test_a_publish_naming_a_day_without_schedule_day_is_untraceable(channe
 async def test_override_entries_are_exempt_from_derivation(channel: Running) -> None:
     result = await channel.stubs.window.PublishAtomicReplace(
         ew.PublishAtomicReplaceRequest(
-            channel_id=CH, range_start_utc_ms=T0, range_end_utc_ms=T0 + DAY, entries=day_of_entries(T0),
-            operator_override=True, reason_code="EMERGENCY_SCHEDULE",
+            channel_id=CH,
+            range_start_utc_ms=T0,
+            range_end_utc_ms=T0 + DAY,
+            entries=day_of_entries(T0),
+            operator_override=True,
+            reason_code="EMERGENCY_SCHEDULE",
         )
     )
     assert result.ok, result

@@ -93,37 +93,70 @@ def served(tmp_path: Path) -> Iterator[tuple[Served, Path, int]]:
 
 def test_grpcurl_lists_describes_and_drives_the_service(served: tuple[Served, Path, int]) -> None:
     server, _, _ = served
-    listing = subprocess.run([GRPCURL, "-plaintext", server.address, "list"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout.split()
-    assert {"playlog.v1.ChannelService", "playlog.v1.ExecutionWindowService", "playlog.v1.ScheduleDayService",
-            "playlog.v1.AuditService", "playlog.v1.ClockService", "grpc.health.v1.Health"} <= set(listing)
+    listing = subprocess.run(
+        [GRPCURL, "-plaintext", server.address, "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert {
+        "playlog.v1.ChannelService",
+        "playlog.v1.ExecutionWindowService",
+        "playlog.v1.ScheduleDayService",
+        "playlog.v1.AuditService",
+        "playlog.v1.ClockService",
+        "grpc.health.v1.Health",
+    } <= set(listing)
     described = subprocess.run(
         [GRPCURL, "-plaintext", server.address, "describe", "playlog.v1.ExecutionWindowService"],
-        capture_output=True, text=True, timeout=30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     ).stdout
     assert "rpc WatchWindow" in described and "returns ( stream .playlog.v1.WindowEvent )" in described
     a = server.address
     assert grpcurl(a, "playlog.v1.ClockService/GetTime")["now_utc_ms"] == str(T0)
     grpcurl(a, "playlog.v1.ChannelService/DeclareChannel", {"channel_id": "news", "locked_window_ms": HOUR})
     date = date_of(T0)
-    stored = grpcurl(a, "playlog.v1.ScheduleDayService/StoreScheduleDay",
-                     {"schedule_day": {"channel_id": "news", "programming_day_date": date, "plan_id": "p1"}})
+    stored = grpcurl(
+        a,
+        "playlog.v1.ScheduleDayService/StoreScheduleDay",
+        {"schedule_day": {"channel_id": "news", "programming_day_date": date, "plan_id": "p1"}},
+    )
     assert stored["ok"] is True
     entries = [json.loads(_to_json(e)) for e in day_of_entries(T0)]
-    refused = grpcurl(a, "playlog.v1.ExecutionWindowService/PublishAtomicReplace",
-                      {"channel_id": "news", "range_start_utc_ms": T0, "range_end_utc_ms": T0 + DAY,
-                       "entries": entries})
+    refused = grpcurl(
+        a,
+        "playlog.v1.ExecutionWindowService/PublishAtomicReplace",
+        {"channel_id": "news", "range_start_utc_ms": T0, "range_end_utc_ms": T0 + DAY, "entries": entries},
+    )
     assert refused.get("ok") is not True
     assert refused["error_code"] == "ERROR_CODE_LOCKED_WINDOW_VIOLATION"
-    overridden = grpcurl(a, "playlog.v1.ExecutionWindowService/PublishAtomicReplace",
-                         {"channel_id": "news", "range_start_utc_ms": T0, "range_end_utc_ms": T0 + DAY,
-                          "entries": entries, "operator_override": True, "reason_code": "LAUNCH_DAY"})
+    overridden = grpcurl(
+        a,
+        "playlog.v1.ExecutionWindowService/PublishAtomicReplace",
+        {
+            "channel_id": "news",
+            "range_start_utc_ms": T0,
+            "range_end_utc_ms": T0 + DAY,
+            "entries": entries,
+            "operator_override": True,
+            "reason_code": "LAUNCH_DAY",
+        },
+    )
     assert overridden["ok"] is True and overridden["published_generation_id"] == "1"
-    snap = grpcurl(a, "playlog.v1.ExecutionWindowService/ReadWindowSnapshot",
-                   {"channel_id": "news", "start_utc_ms": T0, "end_utc_ms": T0 + HOUR})
+    snap = grpcurl(
+        a,
+        "playlog.v1.ExecutionWindowService/ReadWindowSnapshot",
+        {"channel_id": "news", "start_utc_ms": T0, "end_utc_ms": T0 + HOUR},
+    )
     assert [e["block_id"] for e in snap["entries"]] == ["d0", "d1"]
     grpcurl(a, "playlog.v1.ClockService/AdvanceTime", {"delta_ms": 2 * HOUR})
-    now = grpcurl(a, "playlog.v1.ExecutionWindowService/GetEntryAt", {"channel_id": "news", "at_utc_ms": T0 + 2 * HOUR})
+    now = grpcurl(
+        a, "playlog.v1.ExecutionWindowService/GetEntryAt", {"channel_id": "news", "at_utc_ms": T0 + 2 * HOUR}
+    )
     assert now["found"] is True and now["entry"]["block_id"] == "d4"
     records = grpcurl(a, "playlog.v1.AuditService/ListOverrideRecords", {"channel_id": "news"})
     assert [r["reason_code"] for r in records["records"]] == ["LAUNCH_DAY"]
@@ -140,19 +173,32 @@ def _to_json(message: pb.ExecutionEntry) -> str:
 def test_an_acknowledged_override_survives_sigkill(served: tuple[Served, Path, int]) -> None:
     server, data_dir, port = served
     with grpc.insecure_channel(server.address) as channel:
-        ch_grpc.ChannelServiceStub(channel).DeclareChannel(ch.DeclareChannelRequest(channel_id="c", locked_window_ms=HOUR))
+        ch_grpc.ChannelServiceStub(channel).DeclareChannel(
+            ch.DeclareChannelRequest(channel_id="c", locked_window_ms=HOUR)
+        )
         sd_grpc.ScheduleDayServiceStub(channel).StoreScheduleDay(
             sd.StoreScheduleDayRequest(schedule_day=schedule_day("c", date_of(T0 + DAY)))
         )
         window = ew_grpc.ExecutionWindowServiceStub(channel)
-        assert window.PublishAtomicReplace(ew.PublishAtomicReplaceRequest(
-            channel_id="c", range_start_utc_ms=T0 + DAY, range_end_utc_ms=T0 + 2 * DAY,
-            entries=day_of_entries(T0 + DAY))).ok
+        assert window.PublishAtomicReplace(
+            ew.PublishAtomicReplaceRequest(
+                channel_id="c",
+                range_start_utc_ms=T0 + DAY,
+                range_end_utc_ms=T0 + 2 * DAY,
+                entries=day_of_entries(T0 + DAY),
+            )
+        ).ok
         clk_grpc.ClockServiceStub(channel).AdvanceTime(clk.AdvanceTimeRequest(delta_ms=DAY))
-        result = window.PublishAtomicReplace(ew.PublishAtomicReplaceRequest(
-            channel_id="c", range_start_utc_ms=T0 + DAY, range_end_utc_ms=T0 + DAY + 30 * MINUTE,
-            entries=[entry("breaking", T0 + DAY, T0 + DAY + 30 * MINUTE)],
-            operator_override=True, reason_code="BREAKING_NEWS"))
+        result = window.PublishAtomicReplace(
+            ew.PublishAtomicReplaceRequest(
+                channel_id="c",
+                range_start_utc_ms=T0 + DAY,
+                range_end_utc_ms=T0 + DAY + 30 * MINUTE,
+                entries=[entry("breaking", T0 + DAY, T0 + DAY + 30 * MINUTE)],
+                operator_override=True,
+                reason_code="BREAKING_NEWS",
+            )
+        )
         assert result.ok, result
     server.proc.kill()  # SIGKILL right after the acknowledgement
     server.proc.wait()
@@ -160,18 +206,28 @@ def test_an_acknowledged_override_survives_sigkill(served: tuple[Served, Path, i
     try:
         with grpc.insecure_channel(restarted.address) as channel:
             snap = ew_grpc.ExecutionWindowServiceStub(channel).ReadWindowSnapshot(
-                ew.ReadWindowSnapshotRequest(channel_id="c", start_utc_ms=T0 + DAY, end_utc_ms=T0 + DAY + HOUR))
+                ew.ReadWindowSnapshotRequest(
+                    channel_id="c", start_utc_ms=T0 + DAY, end_utc_ms=T0 + DAY + HOUR
+                )
+            )
             assert [e.block_id for e in snap.entries] == ["breaking", "d1"]
             assert snap.entries[0].override_record_id == result.override_record_id
             assert snap.channel_generation_id == 2
-            record = audit_grpc.AuditServiceStub(channel).GetOverrideRecord(
-                audit.GetOverrideRecordRequest(id=result.override_record_id)).record
+            record = (
+                audit_grpc.AuditServiceStub(channel)
+                .GetOverrideRecord(audit.GetOverrideRecordRequest(id=result.override_record_id))
+                .record
+            )
             assert record.reason_code == "BREAKING_NEWS" and record.resulting_generation_id == 2
             # Generations continue after a restart; they never start over.
             next_publish = ew_grpc.ExecutionWindowServiceStub(channel).PublishAtomicReplace(
                 ew.PublishAtomicReplaceRequest(
-                    channel_id="c", range_start_utc_ms=T0 + DAY + 23 * HOUR, range_end_utc_ms=T0 + 2 * DAY,
-                    entries=day_of_entries(T0 + DAY, "n")[46:]))
+                    channel_id="c",
+                    range_start_utc_ms=T0 + DAY + 23 * HOUR,
+                    range_end_utc_ms=T0 + 2 * DAY,
+                    entries=day_of_entries(T0 + DAY, "n")[46:],
+                )
+            )
             assert next_publish.ok and next_publish.published_generation_id == 3
         assert restarted.stop(signal.SIGTERM) == 0
         events = [e.get("event") for e in restarted.log_events()]
@@ -181,11 +237,17 @@ def test_an_acknowledged_override_survives_sigkill(served: tuple[Served, Path, i
             restarted.proc.kill()
 
 
-def test_sigint_lets_an_open_watch_end_with_unavailable_and_exits_cleanly(served: tuple[Served, Path, int]) -> None:
+def test_sigint_lets_an_open_watch_end_with_unavailable_and_exits_cleanly(
+    served: tuple[Served, Path, int],
+) -> None:
     server, _, _ = served
     with grpc.insecure_channel(server.address) as channel:
-        ch_grpc.ChannelServiceStub(channel).DeclareChannel(ch.DeclareChannelRequest(channel_id="w", locked_window_ms=HOUR))
-        stream = ew_grpc.ExecutionWindowServiceStub(channel).WatchWindow(ew.WatchWindowRequest(channel_id="w"))
+        ch_grpc.ChannelServiceStub(channel).DeclareChannel(
+            ch.DeclareChannelRequest(channel_id="w", locked_window_ms=HOUR)
+        )
+        stream = ew_grpc.ExecutionWindowServiceStub(channel).WatchWindow(
+            ew.WatchWindowRequest(channel_id="w")
+        )
         first = next(stream)
         assert first.snapshot.complete
         server.proc.send_signal(signal.SIGINT)
@@ -199,7 +261,10 @@ def test_sigint_lets_an_open_watch_end_with_unavailable_and_exits_cleanly(served
 def test_a_non_loopback_address_without_auth_is_refused_at_start(tmp_path: Path) -> None:
     result = subprocess.run(
         [str(BIN / "playlog"), "serve", "--data-dir", str(tmp_path), "--listen", "0.0.0.0:0"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 2
     assert "--insecure" in result.stderr
@@ -214,5 +279,3 @@ def test_the_system_clock_refuses_clock_service_calls(tmp_path: Path) -> None:
         assert "--clock manual" in (info.value.details() or "")  # type: ignore[attr-defined]
     finally:
         server.stop()
-
-

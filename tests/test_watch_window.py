@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -31,7 +30,9 @@ async def channel(running: Running) -> Running:
 async def publish_day(r: Running, prefix: str, start: int = DAY1) -> pb.PublishResult:
     result = await r.stubs.window.PublishAtomicReplace(
         ew.PublishAtomicReplaceRequest(
-            channel_id=CH, range_start_utc_ms=start, range_end_utc_ms=start + DAY,
+            channel_id=CH,
+            range_start_utc_ms=start,
+            range_end_utc_ms=start + DAY,
             entries=day_of_entries(start, prefix),
         )
     )
@@ -67,7 +68,7 @@ class Follower:
     def progress(self) -> list[pb.ProgressEvent]:
         return [e.progress for e in self.events if e.WhichOneof("event") == "progress"]
 
-    async def until(self, predicate: object, timeout: float = TIMEOUT) -> None:
+    async def until(self, predicate: object, timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
         async def wait() -> None:
             while not predicate():  # type: ignore[operator]
                 self.changed.clear()
@@ -118,7 +119,9 @@ async def test_a_snapshot_comes_first_then_every_publish_in_generation_order(cha
     f.cancel()
 
 
-async def test_order_and_the_previous_generation_chain_hold_under_concurrent_publishers(channel: Running) -> None:
+async def test_order_and_the_previous_generation_chain_hold_under_concurrent_publishers(
+    channel: Running,
+) -> None:
     f = follow(channel)
     await f.until(lambda: f.snapshots())
     await asyncio.gather(*(publish_day(channel, f"c{i}-") for i in range(20)))
@@ -148,7 +151,9 @@ async def test_resume_after_a_dropped_connection_misses_and_repeats_nothing(chan
     g.cancel()
 
 
-async def test_a_resume_older_than_the_kept_history_gets_a_reset_snapshot(tmp_path: Path, clock: ManualClock) -> None:
+async def test_a_resume_older_than_the_kept_history_gets_a_reset_snapshot(
+    tmp_path: Path, clock: ManualClock
+) -> None:
     r = await start_server(tmp_path / "data", clock, history_retention_generations=3)
     try:
         await r.declare(CH, HOUR)
@@ -268,7 +273,8 @@ async def _all(followers: list[Follower], predicate: object) -> None:
 
 
 async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
+    """Polls server-side cleanup (nothing signals it); bounded by wait_for."""
+    while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
         await asyncio.sleep(0.01)
 
 
@@ -295,8 +301,6 @@ async def test_watching_an_undeclared_channel_is_not_found(running: Running) -> 
     f = follow(running)
     await asyncio.wait_for(_until(lambda: f.error is not None), TIMEOUT)
     assert f.error is not None and f.error.code() == grpc.StatusCode.NOT_FOUND
-
-
 
 
 async def test_progress_follows_a_change_of_lock_depth(channel: Running) -> None:

@@ -85,9 +85,10 @@ def _token(name: str, roles: list[str]) -> int:
     print(f"#   {token}", file=sys.stderr)
     print("# add to the auth file:", file=sys.stderr)
     role_list = ", ".join(json.dumps(r) for r in sorted(set(roles)))
-    print(
-        f'[[principal]]\nname = {json.dumps(name)}\nroles = [{role_list}]\ntoken_sha256 = "{hash_token(token)}"'
-    )
+    print("[[principal]]")
+    print(f"name = {json.dumps(name)}")
+    print(f"roles = [{role_list}]")
+    print(f'token_sha256 = "{hash_token(token)}"')
     return 0
 
 

@@ -82,8 +82,9 @@ def entries_to_pb(entries: Iterable[Entry]) -> list[pb.ExecutionEntry]:
     return [entry_to_pb(e) for e in entries]
 
 
-def error_code_to_pb(code: ErrorCode) -> pb.ErrorCode.ValueType:
-    return pb.ErrorCode.Value(f"ERROR_CODE_{code.value}")
+def error_code_to_pb(code: ErrorCode) -> str:
+    """The proto enum value's name (protobuf constructors accept names)."""
+    return f"ERROR_CODE_{code.value}"
 
 
 def publish_result(
@@ -101,7 +102,7 @@ def publish_result(
 def override_record_to_pb(record: OverrideRecord) -> pb.OverrideRecord:
     return pb.OverrideRecord(
         id=record.id,
-        layer=pb.OverrideLayer.Value(f"OVERRIDE_LAYER_{record.layer.value}"),
+        layer=f"OVERRIDE_LAYER_{record.layer.value}",
         channel_id=record.channel_id,
         target=record.target,
         superseded=pb.Superseded(

@@ -15,6 +15,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from playlog.api import Context
 from playlog.app.service import UnknownChannel
 from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
 from playlog.domain.rejection import FieldViolation, MalformedRequest
@@ -43,12 +44,13 @@ def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
         )
     )
     message = "; ".join(f"{v.field}: {v.rule}" for v in violations)
-    return rpc_status.to_status(
+    status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
     )
+    return status
 
 
-async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext, method: str) -> None:
+async def abort_for(exc: BaseException, context: Context, method: str) -> None:
     """Aborts the call with the status `exc` stands for (never returns)."""
     if isinstance(exc, MalformedRequest):
         await context.abort_with_status(invalid_argument_status(exc.violations))

@@ -14,7 +14,7 @@ from typing import TypeVar
 import grpc
 
 from playlog import metrics
-from playlog.api import convert
+from playlog.api import Context, convert
 from playlog.api.errors import NotFound
 from playlog.app.service import DayOutcome, Playlog, PublishOutcome
 from playlog.auth import current_principal
@@ -87,7 +87,7 @@ def _publish_result(outcome: PublishOutcome, rpc: str, override: bool) -> pb.Pub
 
 class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
     async def DeclareChannel(
-        self, request: channel_pb.DeclareChannelRequest, context: grpc.aio.ServicerContext
+        self, request: channel_pb.DeclareChannelRequest, context: Context
     ) -> channel_pb.DeclareChannelResponse:
         outcome = await self.run(
             self.playlog.declare_channel,
@@ -109,7 +109,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
         )
 
     async def GetChannel(
-        self, request: channel_pb.GetChannelRequest, context: grpc.aio.ServicerContext
+        self, request: channel_pb.GetChannelRequest, context: Context
     ) -> channel_pb.GetChannelResponse:
         channel = await self.run(self.playlog.get_channel, request.channel_id)
         if channel is None:
@@ -117,7 +117,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
         return channel_pb.GetChannelResponse(channel=convert.channel_to_pb(channel))
 
     async def ListChannels(
-        self, request: channel_pb.ListChannelsRequest, context: grpc.aio.ServicerContext
+        self, request: channel_pb.ListChannelsRequest, context: Context
     ) -> channel_pb.ListChannelsResponse:
         channels = await self.run(self.playlog.list_channels)
         return channel_pb.ListChannelsResponse(channels=[convert.channel_to_pb(c) for c in channels])
@@ -131,7 +131,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         self._watch = watch
 
     async def PublishAtomicReplace(
-        self, request: ew_pb.PublishAtomicReplaceRequest, context: grpc.aio.ServicerContext
+        self, request: ew_pb.PublishAtomicReplaceRequest, context: Context
     ) -> pb.PublishResult:
         domain_request = PublishRequest(
             channel_id=request.channel_id,
@@ -147,9 +147,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         outcome = await self.run(self.playlog.publish, domain_request)
         return _publish_result(outcome, "PublishAtomicReplace", request.operator_override)
 
-    async def ReplaceEntry(
-        self, request: ew_pb.ReplaceEntryRequest, context: grpc.aio.ServicerContext
-    ) -> pb.PublishResult:
+    async def ReplaceEntry(self, request: ew_pb.ReplaceEntryRequest, context: Context) -> pb.PublishResult:
         if not request.HasField("entry"):
             raise MalformedRequest([FieldViolation("entry", "required")])
         domain_request = ReplaceEntryRequest(
@@ -165,7 +163,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         return _publish_result(outcome, "ReplaceEntry", request.operator_override)
 
     async def ReadWindowSnapshot(
-        self, request: ew_pb.ReadWindowSnapshotRequest, context: grpc.aio.ServicerContext
+        self, request: ew_pb.ReadWindowSnapshotRequest, context: Context
     ) -> pb.WindowSnapshot:
         _check_read_range(request.channel_id, request.start_utc_ms, request.end_utc_ms)
         snap = await self.run(
@@ -181,7 +179,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         )
 
     async def GetEntryAt(
-        self, request: ew_pb.GetEntryAtRequest, context: grpc.aio.ServicerContext
+        self, request: ew_pb.GetEntryAtRequest, context: Context
     ) -> ew_pb.GetEntryAtResponse:
         if not request.channel_id:
             raise MalformedRequest([FieldViolation("channel_id", "required")])
@@ -193,7 +191,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         return ew_pb.GetEntryAtResponse(found=True, entry=convert.entry_to_pb(entry))
 
     async def WatchWindow(
-        self, request: ew_pb.WatchWindowRequest, context: grpc.aio.ServicerContext
+        self, request: ew_pb.WatchWindowRequest, context: Context
     ) -> AsyncIterator[pb.WindowEvent]:
         if self._watch is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchWindow is not available")
@@ -202,7 +200,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             yield event
 
 
-WatchHandler = Callable[[ew_pb.WatchWindowRequest, grpc.aio.ServicerContext], AsyncIterator[pb.WindowEvent]]
+WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], AsyncIterator[pb.WindowEvent]]
 
 
 def _check_read_range(channel_id: str, start: int, end: int) -> None:
@@ -246,29 +244,29 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
         return self._result(outcome, rpc)
 
     async def StoreScheduleDay(
-        self, request: day_pb.StoreScheduleDayRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.StoreScheduleDayRequest, context: Context
     ) -> pb.ScheduleDayResult:
         return await self._write("StoreScheduleDay", self.playlog.store_schedule_day, request)
 
     async def ForceRegenerate(
-        self, request: day_pb.ForceRegenerateRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.ForceRegenerateRequest, context: Context
     ) -> pb.ScheduleDayResult:
         return await self._write("ForceRegenerate", self.playlog.force_regenerate, request)
 
     async def OperatorOverride(
-        self, request: day_pb.OperatorOverrideRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.OperatorOverrideRequest, context: Context
     ) -> pb.ScheduleDayResult:
         return await self._write("OperatorOverride", self.playlog.operator_override_day, request)
 
     async def UpdateScheduleDay(
-        self, request: day_pb.UpdateScheduleDayRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.UpdateScheduleDayRequest, context: Context
     ) -> pb.ScheduleDayResult:
         day = convert.schedule_day_from_pb(request.schedule_day)
         outcome = await self.run(self.playlog.update_schedule_day, day, _principal())
         return self._result(outcome, "UpdateScheduleDay")
 
     async def GetScheduleDay(
-        self, request: day_pb.GetScheduleDayRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.GetScheduleDayRequest, context: Context
     ) -> day_pb.GetScheduleDayResponse:
         _check_day_key(request.channel_id, request.programming_day_date)
         day = await self.run(self.playlog.get_schedule_day, request.channel_id, request.programming_day_date)
@@ -279,7 +277,7 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
         return day_pb.GetScheduleDayResponse(schedule_day=convert.schedule_day_to_pb(day))
 
     async def ListScheduleDayHistory(
-        self, request: day_pb.ListScheduleDayHistoryRequest, context: grpc.aio.ServicerContext
+        self, request: day_pb.ListScheduleDayHistoryRequest, context: Context
     ) -> day_pb.ListScheduleDayHistoryResponse:
         _check_day_key(request.channel_id, request.programming_day_date)
         days = await self.run(
@@ -301,7 +299,7 @@ def _check_day_key(channel_id: str, date: str) -> None:
 
 class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     async def ListOverrideRecords(
-        self, request: audit_pb.ListOverrideRecordsRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb.ListOverrideRecordsRequest, context: Context
     ) -> audit_pb.ListOverrideRecordsResponse:
         if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
             raise MalformedRequest(
@@ -322,7 +320,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )
 
     async def GetOverrideRecord(
-        self, request: audit_pb.GetOverrideRecordRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb.GetOverrideRecordRequest, context: Context
     ) -> audit_pb.GetOverrideRecordResponse:
         if not request.id:
             raise MalformedRequest([FieldViolation("id", "required")])
@@ -332,13 +330,13 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         return audit_pb.GetOverrideRecordResponse(record=convert.override_record_to_pb(record))
 
     async def VerifyIntegrity(
-        self, request: audit_pb.VerifyIntegrityRequest, context: grpc.aio.ServicerContext
+        self, request: audit_pb.VerifyIntegrityRequest, context: Context
     ) -> audit_pb.VerifyIntegrityResponse:
         findings = await self.run(self.playlog.verify_integrity, request.channel_id)
         return audit_pb.VerifyIntegrityResponse(
             violations=[
                 audit_pb.IntegrityViolation(
-                    kind=audit_pb.IntegrityViolationKind.Value(f"INTEGRITY_VIOLATION_KIND_{f.kind}"),
+                    kind=f"INTEGRITY_VIOLATION_KIND_{f.kind}",
                     channel_id=f.channel_id,
                     detail=f.detail,
                 )
@@ -369,20 +367,16 @@ class ClockServicer(clock_grpc.ClockServiceServicer):
     def __init__(self, clock: ManualClock | SystemClock) -> None:
         self.clock = clock
 
-    async def GetTime(
-        self, request: clock_pb.GetTimeRequest, context: grpc.aio.ServicerContext
-    ) -> clock_pb.GetTimeResponse:
+    async def GetTime(self, request: clock_pb.GetTimeRequest, context: Context) -> clock_pb.GetTimeResponse:
         if not self.clock.manual:
             # SPEC section 1: the clock service is for the manual clock only.
             raise ClockNotAdjustable("the server runs on the system clock; ClockService needs --clock manual")
         return clock_pb.GetTimeResponse(now_utc_ms=self.clock.now_utc_ms(), manual=self.clock.manual)
 
-    async def SetTime(
-        self, request: clock_pb.SetTimeRequest, context: grpc.aio.ServicerContext
-    ) -> clock_pb.SetTimeResponse:
+    async def SetTime(self, request: clock_pb.SetTimeRequest, context: Context) -> clock_pb.SetTimeResponse:
         return clock_pb.SetTimeResponse(now_utc_ms=self.clock.set_utc_ms(request.now_utc_ms))
 
     async def AdvanceTime(
-        self, request: clock_pb.AdvanceTimeRequest, context: grpc.aio.ServicerContext
+        self, request: clock_pb.AdvanceTimeRequest, context: Context
     ) -> clock_pb.AdvanceTimeResponse:
         return clock_pb.AdvanceTimeResponse(now_utc_ms=self.clock.advance_ms(request.delta_ms))

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from playlog import metrics
-from playlog.api import convert
+from playlog.api import Context, convert
 from playlog.app.service import Playlog, UnknownChannel
 from playlog.clock import Clock
 from playlog.domain.model import Channel, Entry, PublishRecord
@@ -107,7 +107,9 @@ class WatchHub:
     def _on_channel_changed(self, channel: Channel) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._lock_depth.__setitem__, channel.channel_id, channel.locked_window_ms)
+            loop.call_soon_threadsafe(
+                self._lock_depth.__setitem__, channel.channel_id, channel.locked_window_ms
+            )
 
     def _on_clock_moved(self, now_utc_ms: int) -> None:
         loop = self._loop
@@ -165,7 +167,7 @@ class WatchHub:
     # -- one stream ------------------------------------------------------------------
 
     async def watch(
-        self, request: ew_pb.WatchWindowRequest, context: grpc.aio.ServicerContext
+        self, request: ew_pb.WatchWindowRequest, context: Context
     ) -> AsyncIterator[pb.WindowEvent]:
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
@@ -197,8 +199,9 @@ class WatchHub:
                 for event in events:
                     yield event
             else:
-                async for event, last in self._catch_up(sub, last):
+                async for event, generation in self._catch_up(sub, last):
                     yield event
+                    last = generation
             loop = asyncio.get_running_loop()
             next_progress = loop.time() + interval
             while True:
@@ -233,8 +236,9 @@ class WatchHub:
                         continue  # already covered by a snapshot or a catch-up
                     if record.previous_generation_id != last:
                         # A hole in the chain: fill it from the durable history.
-                        async for replayed, last in self._catch_up(sub, last):
+                        async for replayed, generation in self._catch_up(sub, last):
                             yield replayed
+                            last = generation
                         continue
                     yield event
                     last = record.generation_id

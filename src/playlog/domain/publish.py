@@ -9,6 +9,7 @@ store: the facts are all they see.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -301,7 +302,7 @@ def _check_contiguity(
     sequence.extend(new_entries)
     if facts.right_neighbour is not None:
         sequence.append(facts.right_neighbour)
-    for before, after in zip(sequence, sequence[1:], strict=False):
+    for before, after in itertools.pairwise(sequence):
         if after.start_utc_ms > before.end_utc_ms:
             return _contiguity(
                 f"gap [{before.end_utc_ms}, {after.start_utc_ms}) between {_describe(before)} and "
