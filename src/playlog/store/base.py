@@ -9,7 +9,7 @@ only answers questions and applies plans.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -105,6 +105,11 @@ class Store(Protocol):
 
     def read(self) -> AbstractContextManager[ReadView]: ...
     def write(self) -> AbstractContextManager[WriteView]: ...
+    def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
+        """Calls callback(channel_id, generation_id) for publishes committed by
+        other processes sharing this store (a doorbell: read the history)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from playlog.store.base import IntegrityFinding
 
 
-class _Conn(Protocol):
-    def execute(self, sql: str, params: Any = ...) -> Any: ...
+class _Query(Protocol):
+    def __call__(self, sql: str, params: Any = ...) -> Any: ...
 
 
 _CH = "(:c = '' OR {alias}channel_id = :c)"
@@ -122,9 +122,10 @@ QUERIES: list[tuple[str, str]] = [
 ]
 
 
-def run(conn: _Conn, channel_id: str) -> list[IntegrityFinding]:
+def run(query: _Query, channel_id: str) -> list[IntegrityFinding]:
+    """Runs every audit query through `query(sql, params)` (a store view's)."""
     findings: list[IntegrityFinding] = []
     for kind, sql in QUERIES:
-        for row in conn.execute(sql, {"c": channel_id}).fetchall():
+        for row in query(sql, {"c": channel_id}).fetchall():
             findings.append(IntegrityFinding(kind=kind, channel_id=row[0], detail=row[1]))
     return findings

@@ -1,0 +1,497 @@
+"""The SQL behind both stores: one view class whose queries serve SQLite and
+PostgreSQL alike, and the row <-> domain conversions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from playlog.domain.model import (
+    Channel,
+    Entry,
+    OverrideLayer,
+    OverrideRecord,
+    PublishRecord,
+    ScheduleDay,
+    ScheduleSlot,
+    Segment,
+    SupersededEntry,
+)
+from playlog.domain.publish import PublishPlan
+from playlog.store import integrity
+from playlog.store.base import (
+    FaultInjector,
+    FaultStep,
+    IntegrityFinding,
+    OverrideRecordPersistError,
+    StoreError,
+)
+
+_ENTRY_COLUMNS = (
+    "channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
+    "programming_day_date, transmission_log_ref, is_operator_override, generation_id, "
+    "override_record_id"
+)
+_CURRENT = "channel_id = :c AND superseded_by_generation IS NULL"
+_DAY_COLUMNS = (
+    "id, channel_id, programming_day_date, plan_id, is_manual_override, supersedes_id, "
+    "slots_json, resolved_utc_ms, is_authoritative, override_record_id"
+)
+_RECORD_COLUMNS = (
+    "seq, id, layer, channel_id, target, reason_code, actor, actor_note, created_utc_ms, "
+    "resulting_generation_id, superseded_json, superseded_schedule_day_id, "
+    "previous_locked_window_ms, range_start_utc_ms, range_end_utc_ms, programming_day_date"
+)
+
+
+def _segments_to_json(segments: Sequence[Segment]) -> str:
+    return json.dumps(
+        [
+            [s.segment_id, s.segment_type, s.asset_uri, s.asset_offset_ms, s.duration_ms, s.title]
+            for s in segments
+        ],
+        separators=(",", ":"),
+    )
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    return Entry(
+        channel_id=row[0],
+        block_id=row[1],
+        block_index=row[2],
+        start_utc_ms=row[3],
+        end_utc_ms=row[4],
+        segments=tuple(Segment(*s) for s in json.loads(row[5])),
+        programming_day_date=row[6],
+        transmission_log_ref=row[7],
+        is_operator_override=bool(row[8]),
+        generation_id=row[9],
+        override_record_id=row[10] or "",
+    )
+
+
+def _day(row: Sequence[Any]) -> ScheduleDay:
+    return ScheduleDay(
+        id=row[0],
+        channel_id=row[1],
+        programming_day_date=row[2],
+        plan_id=row[3] or "",
+        is_manual_override=bool(row[4]),
+        supersedes_id=row[5] or "",
+        slots=tuple(ScheduleSlot(*s) for s in json.loads(row[6])),
+        resolved_utc_ms=row[7],
+        is_authoritative=bool(row[8]),
+        override_record_id=row[9] or "",
+    )
+
+
+def _record(row: Sequence[Any]) -> OverrideRecord:
+    return OverrideRecord(
+        id=row[1],
+        layer=OverrideLayer(row[2]),
+        channel_id=row[3],
+        target=row[4],
+        reason_code=row[5],
+        actor=row[6],
+        actor_note=row[7],
+        created_utc_ms=row[8],
+        resulting_generation_id=row[9],
+        superseded_entries=tuple(SupersededEntry(*s) for s in json.loads(row[10])),
+        superseded_schedule_day_id=row[11],
+        previous_locked_window_ms=row[12],
+        range_start_utc_ms=row[13],
+        range_end_utc_ms=row[14],
+        programming_day_date=row[15],
+    )
+
+
+class SqlView:
+    """Read (and, for the writer, write) access inside one transaction.
+
+    The SQL is shared by both dialects: written for SQLite (`?` and `:name`
+    parameters, flags as 0/1 integers) and translated for PostgreSQL by its
+    subclass; the few real differences are the methods under "dialect".
+    """
+
+    # Errors of the database driver that mean "the write failed".
+    db_errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, conn: Any, faults: FaultInjector) -> None:
+        self._conn = conn
+        self._faults = faults
+
+    # -- dialect -------------------------------------------------------------
+
+    def _q(self, sql: str, params: Any = ()) -> Any:
+        return self._conn.execute(sql, params)
+
+    def _qmany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def _in_list(self, param: str) -> str:
+        """SQL for "is one of the list passed as parameter `param`"."""
+        return f"IN (SELECT value FROM json_each(:{param}))"
+
+    def _list(self, values: Iterable[str]) -> Any:
+        return json.dumps(list(values))
+
+    def _after_publish(self, plan: PublishPlan) -> None:
+        """Runs last inside a publish's transaction."""
+
+    # -- reads ---------------------------------------------------------------
+
+    def get_channel(self, channel_id: str) -> Channel | None:
+        row = self._q(
+            "SELECT channel_id, locked_window_ms, current_generation_id FROM channels WHERE channel_id = ?",
+            (channel_id,),
+        ).fetchone()
+        return Channel(*row) if row else None
+
+    def list_channels(self) -> list[Channel]:
+        rows = self._q(
+            "SELECT channel_id, locked_window_ms, current_generation_id FROM channels ORDER BY channel_id"
+        ).fetchall()
+        return [Channel(*r) for r in rows]
+
+    def entries_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Entry]:
+        # Entries never overlap, so the first one overlapping the range is the
+        # one with the latest start at or before start_utc_ms (or later ones):
+        # the scan is bounded by the entries returned, not the entries stored.
+        rows = self._q(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} "
+            "AND start_utc_ms >= COALESCE((SELECT MAX(start_utc_ms) FROM entries "
+            f"  WHERE {_CURRENT} AND start_utc_ms <= :s), :s) "
+            "AND start_utc_ms < :e AND end_utc_ms > :s ORDER BY start_utc_ms",
+            {"c": channel_id, "s": start_utc_ms, "e": end_utc_ms},
+        ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def entries_ending_after(
+        self, channel_id: str, at_utc_ms: int, after_start_utc_ms: int | None, limit: int
+    ) -> list[Entry]:
+        """Entries ending after at_utc_ms, by start; paged by the last start seen."""
+        if after_start_utc_ms is None:
+            first = self.entry_at(channel_id, at_utc_ms)
+            lower = first.start_utc_ms if first else at_utc_ms
+            rows = self._q(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :lo "
+                "AND end_utc_ms > :t ORDER BY start_utc_ms LIMIT :n",
+                {"c": channel_id, "lo": lower, "t": at_utc_ms, "n": limit},
+            ).fetchall()
+        else:
+            rows = self._q(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms > :lo "
+                "ORDER BY start_utc_ms LIMIT :n",
+                {"c": channel_id, "lo": after_start_utc_ms, "n": limit},
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def entry_at(self, channel_id: str, at_utc_ms: int) -> Entry | None:
+        row = self._q(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms <= :t "
+            "ORDER BY start_utc_ms DESC LIMIT 1",
+            {"c": channel_id, "t": at_utc_ms},
+        ).fetchone()
+        if row is None or row[4] <= at_utc_ms:
+            return None
+        return _entry(row)
+
+    def current_entry(self, channel_id: str, block_id: str) -> Entry | None:
+        row = self._q(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND block_id = :b",
+            {"c": channel_id, "b": block_id},
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def left_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None:
+        row = self._q(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms < :t "
+            "AND end_utc_ms <= :t ORDER BY start_utc_ms DESC LIMIT 1",
+            {"c": channel_id, "t": at_utc_ms},
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def right_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None:
+        row = self._q(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :t "
+            "ORDER BY start_utc_ms LIMIT 1",
+            {"c": channel_id, "t": at_utc_ms},
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def block_ids_in_use_outside(
+        self, channel_id: str, block_ids: Sequence[str], start_utc_ms: int, end_utc_ms: int
+    ) -> frozenset[str]:
+        if not block_ids:
+            return frozenset()
+        rows = self._q(
+            f"SELECT block_id FROM entries WHERE {_CURRENT} "
+            f"AND block_id {self._in_list('ids')} "
+            "AND NOT (start_utc_ms < :e AND end_utc_ms > :s)",
+            {
+                "c": channel_id,
+                "ids": self._list(block_ids),
+                "s": start_utc_ms,
+                "e": end_utc_ms,
+            },
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def dates_with_schedule_day(self, channel_id: str, dates: Iterable[str]) -> frozenset[str]:
+        wanted = sorted(set(dates))
+        if not wanted:
+            return frozenset()
+        rows = self._q(
+            "SELECT programming_day_date FROM schedule_days WHERE channel_id = :c "
+            f"AND is_authoritative = 1 AND programming_day_date {self._in_list('d')}",
+            {"c": channel_id, "d": self._list(wanted)},
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def get_override_record(self, record_id: str) -> OverrideRecord | None:
+        row = self._q(f"SELECT {_RECORD_COLUMNS} FROM override_records WHERE id = ?", (record_id,)).fetchone()
+        return _record(row) if row else None
+
+    def list_override_records(
+        self, channel_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, OverrideRecord]]:
+        if channel_id:
+            rows = self._q(
+                f"SELECT {_RECORD_COLUMNS} FROM override_records WHERE channel_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (channel_id, after_seq, limit),
+            ).fetchall()
+        else:
+            rows = self._q(
+                f"SELECT {_RECORD_COLUMNS} FROM override_records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [(r[0], _record(r)) for r in rows]
+
+    def publishes_after(self, channel_id: str, after_generation_id: int, limit: int) -> list[PublishRecord]:
+        rows = self._q(
+            "SELECT channel_id, generation_id, previous_generation_id, range_start_utc_ms, "
+            "range_end_utc_ms, reason_code, actor, operator_override, override_record_id, "
+            "committed_utc_ms FROM publishes WHERE channel_id = ? AND generation_id > ? "
+            "ORDER BY generation_id LIMIT ?",
+            (channel_id, after_generation_id, limit),
+        ).fetchall()
+        out = []
+        for r in rows:
+            entries = self._q(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE channel_id = ? AND generation_id = ? "
+                "ORDER BY start_utc_ms",
+                (channel_id, r[1]),
+            ).fetchall()
+            out.append(
+                PublishRecord(
+                    channel_id=r[0],
+                    generation_id=r[1],
+                    previous_generation_id=r[2],
+                    range_start_utc_ms=r[3],
+                    range_end_utc_ms=r[4],
+                    reason_code=r[5],
+                    actor=r[6],
+                    operator_override=bool(r[7]),
+                    override_record_id=r[8] or "",
+                    committed_utc_ms=r[9],
+                    entries=tuple(_entry(e) for e in entries),
+                )
+            )
+        return out
+
+    def history_floor(self, channel_id: str) -> int:
+        row = self._q(
+            "SELECT history_floor_generation FROM channels WHERE channel_id = ?", (channel_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def authoritative_day(self, channel_id: str, date: str) -> ScheduleDay | None:
+        row = self._q(
+            f"SELECT {_DAY_COLUMNS} FROM schedule_days WHERE channel_id = ? "
+            "AND programming_day_date = ? AND is_authoritative = 1",
+            (channel_id, date),
+        ).fetchone()
+        return _day(row) if row else None
+
+    def schedule_day_history(self, channel_id: str, date: str) -> list[ScheduleDay]:
+        rows = self._q(
+            f"SELECT {_DAY_COLUMNS} FROM schedule_days WHERE channel_id = ? "
+            "AND programming_day_date = ? ORDER BY seq DESC",
+            (channel_id, date),
+        ).fetchall()
+        return [_day(r) for r in rows]
+
+    def verify_integrity(self, channel_id: str) -> list[IntegrityFinding]:
+        return integrity.run(self._q, channel_id)
+
+    # -- writes (writer connection only) --------------------------------------
+
+    def insert_override_record(self, record: OverrideRecord) -> None:
+        try:
+            self._faults.check(FaultStep.OVERRIDE_RECORD)
+            self._q(
+                "INSERT INTO override_records (id, layer, channel_id, target, reason_code, actor, "
+                "actor_note, created_utc_ms, resulting_generation_id, superseded_json, "
+                "superseded_schedule_day_id, previous_locked_window_ms, range_start_utc_ms, "
+                "range_end_utc_ms, programming_day_date) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.layer.value,
+                    record.channel_id,
+                    record.target,
+                    record.reason_code,
+                    record.actor,
+                    record.actor_note,
+                    record.created_utc_ms,
+                    record.resulting_generation_id,
+                    json.dumps(
+                        [
+                            [s.block_id, s.generation_id, s.start_utc_ms, s.end_utc_ms]
+                            for s in record.superseded_entries
+                        ]
+                    ),
+                    record.superseded_schedule_day_id,
+                    record.previous_locked_window_ms,
+                    record.range_start_utc_ms,
+                    record.range_end_utc_ms,
+                    record.programming_day_date,
+                ),
+            )
+        except Exception as exc:
+            if isinstance(exc, (*self.db_errors, StoreError)):
+                raise OverrideRecordPersistError(str(exc)) from exc
+            raise
+
+    def insert_channel(self, channel: Channel) -> None:
+        self._faults.check(FaultStep.CHANNEL)
+        self._q(
+            "INSERT INTO channels (channel_id, locked_window_ms, current_generation_id) VALUES (?, ?, ?)",
+            (channel.channel_id, channel.locked_window_ms, channel.current_generation_id),
+        )
+
+    def update_channel_locked_window(self, channel_id: str, locked_window_ms: int) -> None:
+        self._faults.check(FaultStep.CHANNEL)
+        self._q(
+            "UPDATE channels SET locked_window_ms = ? WHERE channel_id = ?",
+            (locked_window_ms, channel_id),
+        )
+
+    def apply_publish(self, plan: PublishPlan) -> PublishRecord:
+        c = plan.channel_id
+        if plan.superseded:
+            self._q(
+                "UPDATE entries SET superseded_by_generation = :g "
+                f"WHERE {_CURRENT} AND block_id {self._in_list('ids')}",
+                {
+                    "c": c,
+                    "g": plan.generation_id,
+                    "ids": self._list(e.block_id for e in plan.superseded),
+                },
+            )
+        self._faults.check(FaultStep.ENTRIES)
+        self._qmany(
+            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    c,
+                    e.block_id,
+                    e.block_index,
+                    e.start_utc_ms,
+                    e.end_utc_ms,
+                    _segments_to_json(e.segments),
+                    e.programming_day_date,
+                    e.transmission_log_ref,
+                    int(e.is_operator_override),
+                    e.generation_id,
+                    e.override_record_id or None,
+                )
+                for e in plan.entries
+            ],
+        )
+        self._faults.check(FaultStep.PUBLISH_HISTORY)
+        record_id = plan.override_record.id if plan.override_record else None
+        self._q(
+            "INSERT INTO publishes (channel_id, generation_id, previous_generation_id, "
+            "range_start_utc_ms, range_end_utc_ms, reason_code, actor, operator_override, "
+            "override_record_id, committed_utc_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c,
+                plan.generation_id,
+                plan.previous_generation_id,
+                plan.range_start_utc_ms,
+                plan.range_end_utc_ms,
+                plan.reason_code,
+                plan.actor,
+                int(plan.override_record is not None),
+                record_id,
+                plan.committed_utc_ms,
+            ),
+        )
+        self._q(
+            "UPDATE channels SET current_generation_id = ? WHERE channel_id = ?",
+            (plan.generation_id, c),
+        )
+        self._after_publish(plan)
+        return PublishRecord(
+            channel_id=c,
+            generation_id=plan.generation_id,
+            previous_generation_id=plan.previous_generation_id,
+            range_start_utc_ms=plan.range_start_utc_ms,
+            range_end_utc_ms=plan.range_end_utc_ms,
+            reason_code=plan.reason_code,
+            actor=plan.actor,
+            operator_override=plan.override_record is not None,
+            override_record_id=record_id or "",
+            committed_utc_ms=plan.committed_utc_ms,
+            entries=plan.entries,
+        )
+
+    def insert_schedule_day(self, day: ScheduleDay, superseded_id: str) -> None:
+        if superseded_id:
+            self._q("UPDATE schedule_days SET is_authoritative = 0 WHERE id = ?", (superseded_id,))
+        self._faults.check(FaultStep.SCHEDULE_DAY)
+        self._q(
+            f"INSERT INTO schedule_days ({_DAY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                day.id,
+                day.channel_id,
+                day.programming_day_date,
+                day.plan_id or None,
+                int(day.is_manual_override),
+                day.supersedes_id or None,
+                json.dumps(
+                    [[s.start_utc_ms, s.end_utc_ms, s.program_id, s.asset_uri, s.title] for s in day.slots]
+                ),
+                day.resolved_utc_ms,
+                1,
+                day.override_record_id or None,
+            ),
+        )
+
+    def prune_history(self, channel_id: str, keep_generations: int) -> None:
+        """Forget replay history older than the last keep_generations publishes.
+
+        Superseded entries of pruned generations go too; current entries (and
+        so the past) are never touched.
+        """
+        row = self._q(
+            "SELECT current_generation_id, history_floor_generation FROM channels WHERE channel_id = ?",
+            (channel_id,),
+        ).fetchone()
+        if row is None:
+            return
+        floor = row[0] - keep_generations
+        if floor <= row[1]:
+            return
+        self._q(
+            "DELETE FROM entries WHERE channel_id = ? AND superseded_by_generation <= ?",
+            (channel_id, floor),
+        )
+        self._q("DELETE FROM publishes WHERE channel_id = ? AND generation_id <= ?", (channel_id, floor))
+        self._q(
+            "UPDATE channels SET history_floor_generation = ? WHERE channel_id = ?",
+            (floor, channel_id),
+        )
