@@ -11,11 +11,17 @@ import contextvars
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from playlog.events import emit
+
+log = logging.getLogger("playlog.auth")
 
 
 class Role(enum.IntEnum):
@@ -96,68 +102,255 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True)
-class TokenEntry:
-    principal: Principal
-    sha256: str
-
-
 class Credentials:
     """Principals by token hash and by certificate subject, from the auth file.
 
-    The file is TOML:
+    The file is TOML, one table per principal:
 
         [[principal]]
         name = "scheduler-1"
-        roles = ["scheduler"]
-        token_sha256 = "..."          # from `playlog token`
-        # cert_subject = "CN=scheduler-1"   # for mutual TLS
+        roles = ["scheduler"]               # reader, scheduler, operator
+        token_sha256 = "..."                # from `playlog token`
+        # cert_subject = "CN=scheduler-1,O=Example Broadcast,C=US"   # mutual TLS
+
+    Each principal needs `token_sha256`, `cert_subject` or both. Names, token
+    hashes and subjects must be unique.
+
+    Bearer tokens: the client sends metadata `authorization: Bearer <token>`;
+    the file holds only the token's SHA-256 (64 hex digits).
+
+    Certificate subjects (mutual TLS, `tls_client_ca` set): the server requires
+    a client certificate signed by that CA and compares its subject with
+    `cert_subject`. The subject is the string gRPC reports as `x509_subject`,
+    which is the RFC 2253 form: attributes from the most specific to the least
+    (CN first, C last), separated by commas without spaces, with special
+    characters backslash-escaped. A certificate made with
+    `-subj "/C=US/O=Playlog, Inc./CN=scheduler-1"` has the subject
+    `CN=scheduler-1,O=Playlog\\, Inc.,C=US`. Print it exactly with
+
+        openssl x509 -in client.pem -noout -subject -nameopt RFC2253
+
+    (drop the leading `subject=`). Spaces around `,`, `+` and `=` and the case of
+    attribute names (`cn=` / `CN=`) are ignored when comparing; the order of
+    attributes and the case of values are not.
+
+    When a call carries a bearer token, the token decides who the caller is
+    (a wrong token is refused even with a known certificate); otherwise the
+    certificate subject does.
+
+    Revocation and changes: the server re-reads the file when it changes.
+    On a call, at most once every `check_interval_s` (1 s), it stats the file;
+    if its modification time, size, inode or ctime differ from the loaded
+    version it parses the file again and swaps the whole table at once. So
+    removing a principal (or its token hash) revokes it within about a second,
+    with no restart and no signal; open WatchWindow streams of a principal that
+    is no longer authorized end with UNAUTHENTICATED or PERMISSION_DENIED at
+    their next event. A file that cannot be read or parsed is not applied: the
+    previous table stays in force and an `auth_reload_failed` error is logged
+    (write the new file next to the old one and rename it over, so that no
+    reader ever sees half a file).
     """
 
-    def __init__(self, entries: Iterable[tuple[Principal, str, str]]) -> None:
-        self._by_hash: dict[str, Principal] = {}
-        self._by_subject: dict[str, Principal] = {}
-        for principal, token_sha256, subject in entries:
-            if token_sha256:
-                self._by_hash[token_sha256.lower()] = principal
-            if subject:
-                self._by_subject[subject] = principal
+    def __init__(
+        self,
+        entries: Iterable[tuple[Principal, str, str]],
+        *,
+        source: str | Path | None = None,
+        check_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        stamp: tuple[int, ...] | None = None,
+    ) -> None:
+        self._table = _Table.build(entries)
+        self._source = Path(source) if source is not None else None
+        if stamp is None and self._source is not None:
+            stamp = _stamp(self._source)
+        self._stamp = stamp
+        self.check_interval_s = check_interval_s
+        self._monotonic = monotonic
+        self._last_check = monotonic()
+        # Increases with every applied reload; streams re-check their caller when it moves.
+        self.version = 0
 
     @classmethod
-    def load(cls, path: str | Path) -> Credentials:
-        doc = tomllib.loads(Path(path).read_text())
-        entries = []
-        for i, item in enumerate(doc.get("principal", [])):
-            where = f"{path}: principal[{i}]"
-            name = item.get("name", "")
-            if not name:
-                raise ValueError(f"{where}: name is required")
-            roles = item.get("roles", [])
-            if not roles:
-                raise ValueError(f"{where} ({name}): roles is required")
-            token_sha256 = item.get("token_sha256", "")
-            if token_sha256 and (len(token_sha256) != 64 or not _is_hex(token_sha256)):
-                raise ValueError(f"{where} ({name}): token_sha256 must be 64 hex digits")
-            subject = item.get("cert_subject", "")
-            if not token_sha256 and not subject:
-                raise ValueError(f"{where} ({name}): give token_sha256 or cert_subject")
-            principal = Principal(name, frozenset(Role.parse(r) for r in roles))
-            entries.append((principal, token_sha256, subject))
-        return cls(entries)
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        check_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> Credentials:
+        """Reads the auth file. ValueError (incl. TOML errors) or OSError if it is unusable."""
+        stamp = _stamp(Path(path))  # before reading: a change while we read is seen next time
+        return cls(
+            _parse(Path(path)),
+            source=path,
+            check_interval_s=check_interval_s,
+            monotonic=monotonic,
+            stamp=stamp,
+        )
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-reads the file if it changed; cheap, and at most once per
+        check_interval_s unless forced. True if a new table was applied."""
+        if self._source is None:
+            return False
+        now = self._monotonic()
+        if not force and now - self._last_check < self.check_interval_s:
+            return False
+        self._last_check = now
+        try:
+            stamp = _stamp(self._source)
+        except OSError as exc:
+            self._reload_failed(None, exc)
+            return False
+        if stamp == self._stamp:
+            return False
+        try:
+            table = _Table.build(_parse(self._source))
+        except (OSError, ValueError) as exc:
+            self._reload_failed(stamp, exc)
+            return False
+        self._table = table
+        self._stamp = stamp
+        self.version += 1
+        emit(
+            log,
+            logging.INFO,
+            "auth_reloaded",
+            auth_file=str(self._source),
+            principals=len(table.names),
+            version=self.version,
+        )
+        return True
+
+    def _reload_failed(self, stamp: tuple[int, ...] | None, exc: BaseException) -> None:
+        if stamp is not None:
+            self._stamp = stamp  # retry when the file changes again, not every second
+        emit(
+            log,
+            logging.ERROR,
+            "auth_reload_failed",
+            auth_file=str(self._source),
+            error=str(exc),
+            message="the previous principals stay in force until the file is fixed",
+        )
 
     def by_token(self, token: str) -> Principal | None:
         digest = hash_token(token)
-        for known, principal in self._by_hash.items():
+        found = None
+        for known, principal in self._table.by_hash.items():
             if hmac.compare_digest(known, digest):
-                return principal
-        return None
+                found = principal
+        return found
 
     def by_subject(self, subject: str) -> Principal | None:
-        return self._by_subject.get(subject)
+        return self._table.by_subject.get(normalize_subject(subject))
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self._table.names
 
     @property
     def empty(self) -> bool:
-        return not self._by_hash and not self._by_subject
+        return not self._table.names
+
+
+@dataclass(frozen=True)
+class _Table:
+    by_hash: Mapping[str, Principal]
+    by_subject: Mapping[str, Principal]
+    names: frozenset[str]
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[Principal, str, str]]) -> _Table:
+        by_hash: dict[str, Principal] = {}
+        by_subject: dict[str, Principal] = {}
+        names: set[str] = set()
+        for principal, token_sha256, subject in entries:
+            if principal.name in names:
+                raise ValueError(f"principal {principal.name!r} is listed twice")
+            names.add(principal.name)
+            if token_sha256:
+                key = token_sha256.lower()
+                if key in by_hash:
+                    raise ValueError(f"principals {by_hash[key].name!r} and {principal.name!r} share a token")
+                by_hash[key] = principal
+            if subject:
+                key = normalize_subject(subject)
+                if key in by_subject:
+                    raise ValueError(
+                        f"principals {by_subject[key].name!r} and {principal.name!r} "
+                        f"share the certificate subject {subject!r}"
+                    )
+                by_subject[key] = principal
+        return cls(by_hash, by_subject, frozenset(names))
+
+
+def _parse(path: Path) -> list[tuple[Principal, str, str]]:
+    doc = tomllib.loads(path.read_text())
+    unknown = set(doc) - {"principal"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected [[principal]]")
+    entries = []
+    for i, item in enumerate(doc.get("principal", [])):
+        where = f"{path}: principal[{i}]"
+        name = item.get("name", "")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: name is required")
+        roles = item.get("roles", [])
+        if not isinstance(roles, list) or not roles:
+            raise ValueError(f'{where} ({name}): roles is required, e.g. roles = ["reader"]')
+        token_sha256 = item.get("token_sha256", "")
+        if token_sha256 and (len(token_sha256) != 64 or not _is_hex(token_sha256)):
+            raise ValueError(f"{where} ({name}): token_sha256 must be 64 hex digits")
+        subject = item.get("cert_subject", "")
+        if not token_sha256 and not subject:
+            raise ValueError(f"{where} ({name}): give token_sha256 or cert_subject")
+        try:
+            principal = Principal(name, frozenset(Role.parse(str(r)) for r in roles))
+        except ValueError as exc:
+            raise ValueError(f"{where} ({name}): {exc}") from None
+        entries.append((principal, token_sha256, subject))
+    return entries
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def normalize_subject(subject: str) -> str:
+    """An RFC 2253 subject without the spaces around separators, attribute
+    names upper-cased; escaped characters (`\\,`) are kept as they are."""
+    rdns: list[str] = []
+    part: list[str] = []
+    i = 0
+    text = subject.strip()
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            part.append(text[i : i + 2])
+            i += 2
+            continue
+        if ch in ",+":
+            rdns.append(_normalize_attribute("".join(part)))
+            rdns.append(ch)
+            part = []
+        else:
+            part.append(ch)
+        i += 1
+    rdns.append(_normalize_attribute("".join(part)))
+    return "".join(rdns)
+
+
+def _normalize_attribute(attribute: str) -> str:
+    kind, sep, value = attribute.partition("=")
+    if not sep:
+        return attribute.strip()
+    value = value.strip()
+    if value.endswith("\\") and attribute.rstrip() != attribute:
+        value += " "  # an escaped trailing space is part of the value
+    return f"{kind.strip().upper()}={value}"
 
 
 def _is_hex(value: str) -> bool:

@@ -137,6 +137,11 @@ def validate(s: Settings) -> None:
         raise ConfigError("tls_cert and tls_key go together")
     if s.tls_client_ca and not s.tls_cert:
         raise ConfigError("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+    if s.tls_client_ca and not s.auth_file:
+        raise ConfigError(
+            "tls_client_ca (mutual TLS) needs auth_file: its cert_subject entries say which "
+            "principal each client certificate is"
+        )
     for name in (
         "max_message_bytes",
         "max_entries_per_publish",
@@ -149,6 +154,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be > 0, got {getattr(s, name)}")
     if s.history_retention_generations < 0:
         raise ConfigError("history_retention_generations must be >= 0")
-    host, sep, port = s.listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"listen must be host:port, got {s.listen!r}")
+    for name in ("listen", "metrics_listen"):
+        value = getattr(s, name)
+        if name == "metrics_listen" and not value:
+            continue  # off
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"{name} must be host:port, got {value!r}")

@@ -1,6 +1,21 @@
-"""Prometheus metrics, served on an optional HTTP listener."""
+"""Prometheus metrics, served on an optional HTTP listener (`metrics_listen`,
+path /metrics). Metric names:
+
+- playlog_requests_total{method, status}: every gRPC call by RPC and final status
+  (OK, a status code name, or ERROR for an unexpected failure), and
+  playlog_request_seconds{method};
+- playlog_publishes_total{rpc, override} and playlog_rejections_total{rpc, error_code};
+- playlog_overrides_total{layer}: override records written;
+- playlog_watch_subscribers: open WatchWindow streams, and playlog_watch_resets_total{reason};
+- playlog_store_commit_seconds{operation}: store write transaction latency;
+- playlog_auth_refusals_total{kind}: unauthenticated / permission_denied calls.
+"""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -12,7 +27,10 @@ OVERRIDES = Counter("playlog_overrides_total", "Override records written", ["lay
 WATCH_SUBSCRIBERS = Gauge("playlog_watch_subscribers", "Open WatchWindow streams")
 WATCH_RESETS = Counter("playlog_watch_resets_total", "Reset snapshots sent to subscribers", ["reason"])
 STORE_COMMIT_SECONDS = Histogram(
-    "playlog_store_commit_seconds", "Store write transaction latency", ["operation"]
+    "playlog_store_commit_seconds",
+    "Store write transaction latency (from BEGIN to COMMIT or ROLLBACK)",
+    ["operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 AUTH_REFUSALS = Counter("playlog_auth_refusals_total", "Calls refused by authentication or role", ["kind"])
 
@@ -20,3 +38,17 @@ AUTH_REFUSALS = Counter("playlog_auth_refusals_total", "Calls refused by authent
 def observe_call(method: str, status: str, seconds: float) -> None:
     REQUESTS.labels(method, status).inc()
     REQUEST_SECONDS.labels(method).observe(seconds)
+
+
+@contextmanager
+def store_commit(operation: str) -> Iterator[None]:
+    """Times one store write transaction, committed or not:
+
+    with metrics.store_commit("publish"), self.store.write() as w:
+        ...
+    """
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STORE_COMMIT_SECONDS.labels(operation).observe(time.perf_counter() - started)

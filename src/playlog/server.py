@@ -10,6 +10,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,7 +28,7 @@ from playlog.api.watch import WatchHub
 from playlog.app.service import Playlog
 from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
-from playlog.config import ConfigError, Settings
+from playlog.config import ConfigError, Settings, validate
 from playlog.events import emit
 from playlog.store.base import Store
 from playlog.store.sqlite import SqliteStore
@@ -43,6 +44,9 @@ from playlog.v1 import (
     schedule_day_service_pb2,
     schedule_day_service_pb2_grpc,
 )
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger("playlog.server")
 
@@ -73,8 +77,14 @@ class PlaylogServer:
         clock: ManualClock | SystemClock | None = None,
         store: Store | None = None,
     ) -> None:
+        validate(settings)
         self.settings = settings
-        self.credentials = Credentials.load(settings.auth_file) if settings.auth_file else None
+        self.credentials: Credentials | None = None
+        if settings.auth_file:
+            try:
+                self.credentials = Credentials.load(settings.auth_file)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"auth_file {settings.auth_file}: {exc}") from None
         if self.credentials is None and not is_loopback(settings.listen) and not settings.insecure:
             raise ConfigError(
                 f"refusing to listen on {settings.listen} without authentication: configure "
@@ -104,6 +114,8 @@ class PlaylogServer:
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.metrics_port = 0
+        self._metrics_http: WSGIServer | None = None
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
 
@@ -142,14 +154,19 @@ class PlaylogServer:
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         if s.tls_cert:
+            # With tls_client_ca (mutual TLS) a client must present a certificate
+            # signed by that CA, or the handshake fails; its subject is then
+            # mapped to a principal by the auth file's cert_subject.
             credentials = grpc.ssl_server_credentials(
-                [(Path(s.tls_key).read_bytes(), Path(s.tls_cert).read_bytes())],
-                root_certificates=Path(s.tls_client_ca).read_bytes() if s.tls_client_ca else None,
-                require_client_auth=False,
+                [(_read_pem("tls_key", s.tls_key), _read_pem("tls_cert", s.tls_cert))],
+                root_certificates=_read_pem("tls_client_ca", s.tls_client_ca) if s.tls_client_ca else None,
+                require_client_auth=bool(s.tls_client_ca),
             )
             self.port = server.add_secure_port(s.listen, credentials)
         else:
             self.port = server.add_insecure_port(s.listen)
+        if s.metrics_listen:
+            self._start_metrics(s.metrics_listen)
         await server.start()
         self._server = server
         for name in ["", *SERVICE_NAMES]:
@@ -164,8 +181,26 @@ class PlaylogServer:
         await self.health.enter_graceful_shutdown()
         self.watch.close()
         await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_metrics)
         await asyncio.get_running_loop().run_in_executor(None, self._close_store)
         self._stopped.set()
+
+    def _start_metrics(self, listen: str) -> None:
+        """Prometheus text format on http://<metrics_listen>/metrics, from a daemon thread."""
+        from prometheus_client import start_http_server
+
+        host, _, port = listen.rpartition(":")
+        try:
+            self._metrics_http, _ = start_http_server(int(port), addr=host.strip("[]"))
+        except OSError as exc:
+            raise ConfigError(f"metrics_listen {listen}: {exc}") from None
+        self.metrics_port = int(self._metrics_http.server_port)
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+            self._metrics_http = None
 
     def _close_store(self) -> None:
         self.executor.shutdown(wait=True)
@@ -175,7 +210,14 @@ class PlaylogServer:
         await self._stopped.wait()
 
 
-def describe_startup(server: PlaylogServer) -> dict[str, object]:
+def _read_pem(setting: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path}: {exc}") from None
+
+
+def describe_startup(server: PlaylogServer) -> dict[str, Any]:
     s = server.settings
     return {
         "listen": s.listen,
@@ -189,17 +231,13 @@ def describe_startup(server: PlaylogServer) -> dict[str, object]:
         if server.credentials
         else "none: every caller is the local principal (all roles)",
         "metrics_listen": s.metrics_listen or None,
+        "metrics_port": server.metrics_port or None,
     }
 
 
 async def serve(settings: Settings) -> None:
     server = PlaylogServer(settings)
     port = await server.start()
-    if settings.metrics_listen:
-        from prometheus_client import start_http_server
-
-        host, _, mport = settings.metrics_listen.rpartition(":")
-        start_http_server(int(mport), addr=host)
     info = describe_startup(server)
     emit(log, logging.INFO, "serving", **info)
     if settings.clock == "manual":

@@ -2,14 +2,23 @@
 code runs: it authenticates the caller, checks the role the RPC needs (from
 auth.REQUIRED_ROLE), makes the principal available to the servicer, maps
 failures to statuses (errors.abort_for) and counts the call in the metrics.
+
+Every handler kind is wrapped (deny by default): a method of playlog.v1 that
+is missing from the role table is refused, never let through. Calls whose
+deadline has already passed when they reach the servicer are answered with
+DEADLINE_EXCEEDED without running it; a call cancelled by its deadline while
+running is cancelled (the client sees DEADLINE_EXCEEDED) and counted as such.
+Server-streaming calls re-check their caller whenever the auth file is
+reloaded, so a revoked principal's WatchWindow ends at its next event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -21,11 +30,20 @@ from playlog.auth import (
     Principal,
     bearer_token,
     current_principal,
+    hash_token,
     required_role,
 )
 from playlog.events import emit
 
 log = logging.getLogger("playlog.auth")
+
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+StreamBehavior = Callable[..., AsyncIterator[Any]]
+
+# The caller of an open method (health probes), which needs no credentials.
+ANONYMOUS = Principal("anonymous", frozenset())
 
 
 class Refusal(Exception):
@@ -41,12 +59,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return None  # type: ignore[unreachable]
+            return None
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -56,69 +74,120 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_unary_stream(method, handler.unary_stream),
+                self._wrap_unary_stream(method, cast(StreamBehavior, handler.unary_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary, streaming_request=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream_stream(method, handler.stream_stream),
+                self._wrap_unary_stream(
+                    method, cast(StreamBehavior, handler.stream_stream), streaming_request=True
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def authenticate(self, method: str, request: object, context: grpc.aio.ServicerContext) -> Principal:
-        principal = self._identify(context)
+    # -- who is calling, and may they ---------------------------------------------
+
+    def authenticate(self, method: str, request: object, context: Context) -> Principal:
+        """The caller, if it may make this call; Refusal otherwise (logged)."""
         try:
             role = required_role(method, request)
         except KeyError:
-            raise Refusal(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method}") from None
-        if role is not None and not principal.has(role):
+            principal = self._identify(method, context)
+            self._log_refusal("permission_denied", principal.name, method, context, reason="unlisted rpc")
+            raise Refusal(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method} has no entry in the server's role table; nobody may call it",
+            ) from None
+        if role is None:
+            return ANONYMOUS
+        principal = self._identify(method, context)
+        if not principal.has(role):
             roles = ", ".join(sorted(r.name.lower() for r in principal.roles)) or "none"
-            why = " (operator_override = true)" if getattr(request, "operator_override", False) else ""
-            self._log_refusal("permission_denied", principal.name, method, context)
+            override = bool(getattr(request, "operator_override", False))
+            why = " with operator_override = true" if override else ""
+            self._log_refusal(
+                "permission_denied",
+                principal.name,
+                method,
+                context,
+                required_role=role.name.lower(),
+                principal_roles=roles,
+                operator_override=str(override).lower(),
+            )
             raise Refusal(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"principal {principal.name!r} (roles: {roles}) may not call {method}{why}: "
-                f"it needs the {role.name.lower()} role",
+                f"it needs the {role.name.lower()} role; nothing was changed",
             )
         return principal
 
-    def _identify(self, context: grpc.aio.ServicerContext) -> Principal:
-        if self._credentials is None:
+    def _identify(self, method: str, context: Context) -> Principal:
+        credentials = self._credentials
+        if credentials is None:
             return LOCAL_PRINCIPAL
-        subject = _client_subject(context)
-        if subject:
-            principal = self._credentials.by_subject(subject)
-            if principal is not None:
-                return principal
+        credentials.refresh()
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         token = bearer_token(metadata)
-        if token is None:
-            self._log_refusal("unauthenticated", "", "", context, reason="no credentials")
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "no credentials: send metadata 'authorization: Bearer <token>' "
-                "(or a client certificate known to the server)",
-            )
-        principal = self._credentials.by_token(token) if token else None
-        if principal is None:
-            self._log_refusal("unauthenticated", "", "", context, reason="unknown token")
-            raise Refusal(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "the bearer token is not recognized (wrong or revoked); "
-                "the authorization metadata must be 'Bearer <token>'",
-            )
-        return principal
+        if token is not None:
+            # A token, when sent, decides who the caller is.
+            if not token:
+                self._log_refusal("unauthenticated", "", method, context, reason="malformed authorization")
+                raise Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "the authorization metadata must be 'Bearer <token>'",
+                )
+            principal = credentials.by_token(token)
+            if principal is None:
+                self._log_refusal(
+                    "unauthenticated",
+                    "",
+                    method,
+                    context,
+                    reason="unknown token",
+                    token_sha256_prefix=hash_token(token)[:12],
+                )
+                raise Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "the bearer token is not recognized (wrong or revoked); "
+                    "create one with `playlog token` and add its line to the server's auth file",
+                )
+            return principal
+        subject = _client_subject(context)
+        if subject:
+            principal = credentials.by_subject(subject)
+            if principal is None:
+                self._log_refusal(
+                    "unauthenticated", "", method, context, reason="unknown certificate", cert_subject=subject
+                )
+                raise Refusal(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"the client certificate subject '{subject}' is not a cert_subject of the auth file "
+                    "(or was revoked), and no bearer token was sent",
+                )
+            return principal
+        self._log_refusal("unauthenticated", "", method, context, reason="no credentials")
+        raise Refusal(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "no credentials: send metadata 'authorization: Bearer <token>' "
+            "(or a client certificate known to the server)",
+        )
 
     def _log_refusal(
         self,
         event: str,
         principal: str,
         method: str,
-        context: grpc.aio.ServicerContext,
-        **extra: str,
+        context: Context,
+        **extra: Any,
     ) -> None:
         metrics.AUTH_REFUSALS.labels(event).inc()
         emit(
@@ -131,15 +200,34 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             **extra,
         )
 
+    def _admit(self, method: str, request: object, context: Context) -> None:
+        """Everything that happens before the servicer runs."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call started")
+        current_principal.set(self.authenticate(method, request, context))
+
+    def _recheck(self, method: str, request: object, context: Context, seen: int) -> int:
+        """For long streams: re-authenticates the caller after an auth file reload."""
+        credentials = self._credentials
+        if credentials is None:
+            return seen
+        credentials.refresh()
+        if credentials.version != seen:
+            seen = credentials.version
+            current_principal.set(self.authenticate(method, request, context))
+        return seen
+
+    # -- wrappers -------------------------------------------------------------------
+
     def _wrap_unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]]
+        self, method: str, behavior: Callable[..., Awaitable[Any]], *, streaming_request: bool = False
     ) -> Callable[..., Awaitable[Any]]:
-        async def wrapped(request: object, context: grpc.aio.ServicerContext) -> Any:
+        async def wrapped(request: object, context: Context) -> Any:
             started = time.perf_counter()
             status = "OK"
             try:
-                principal = self.authenticate(method, request, context)
-                current_principal.set(principal)
+                self._admit(method, None if streaming_request else request, context)
                 return await behavior(request, context)
             except Refusal as refusal:
                 status = refusal.code.name
@@ -147,24 +235,35 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 status = _code_name(context)
                 raise
+            except asyncio.CancelledError:
+                status = _cancelled_status(context)
+                raise
             except Exception as exc:
                 status = "ERROR"
-                await abort_for(exc, context, method)
+                try:
+                    await abort_for(exc, context, method)
+                except grpc.aio.AbortError:
+                    status = _code_name(context)
+                    raise
             finally:
                 metrics.observe_call(method, status, time.perf_counter() - started)
 
         return wrapped
 
     def _wrap_unary_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]], *, streaming_request: bool = False
     ) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapped(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: object, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             status = "OK"
+            checked = None if streaming_request else request
+            stream: AsyncIterator[Any] | None = None
             try:
-                principal = self.authenticate(method, request, context)
-                current_principal.set(principal)
-                async for item in behavior(request, context):
+                self._admit(method, checked, context)
+                seen = self._credentials.version if self._credentials is not None else 0
+                stream = behavior(request, context)
+                async for item in stream:
+                    seen = self._recheck(method, checked, context, seen)
                     yield item
             except Refusal as refusal:
                 status = refusal.code.name
@@ -172,38 +271,43 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             except grpc.aio.AbortError:
                 status = _code_name(context)
                 raise
+            except (asyncio.CancelledError, GeneratorExit):
+                status = _cancelled_status(context)
+                raise
             except Exception as exc:
                 status = "ERROR"
-                await abort_for(exc, context, method)
+                try:
+                    await abort_for(exc, context, method)
+                except grpc.aio.AbortError:
+                    status = _code_name(context)
+                    raise
             finally:
                 metrics.observe_call(method, status, time.perf_counter() - started)
-
-        return wrapped
-
-    def _wrap_stream_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapped(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
-            try:
-                current_principal.set(self.authenticate(method, None, context))
-            except Refusal as refusal:
-                await context.abort(refusal.code, refusal.message)
-            async for item in behavior(requests, context):
-                yield item
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the servicer's cleanup runs now, not at garbage collection
 
         return wrapped
 
 
-def _code_name(context: grpc.aio.ServicerContext) -> str:
+def _code_name(context: Context) -> str:
     code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "ABORTED_CALL"
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):  # some grpc versions report the numeric code
+        for known in grpc.StatusCode:
+            if known.value[0] == code:
+                return known.name
+    return "UNKNOWN"
 
 
-def _client_subject(context: grpc.aio.ServicerContext) -> str:
-    """The client certificate's subject (RFC 2253 form), when mutual TLS is on."""
-    subject = context.auth_context().get("x509_subject")
-    if subject:
-        return bytes(subject[0]).decode()
+def _cancelled_status(context: Context) -> str:
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
+def _client_subject(context: Context) -> str:
+    """The verified client certificate's subject, RFC 2253 form, when mutual TLS is on."""
+    for subject in context.auth_context().get("x509_subject", ()):
+        return bytes(subject).decode()
     return ""

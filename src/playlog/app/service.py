@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -309,12 +308,8 @@ class Playlog:
     @contextlib.contextmanager
     def _writing(self, operation: str) -> Iterator[WriteView]:
         """One store write transaction, timed for the commit-latency metric."""
-        started = time.perf_counter()
-        try:
-            with self.store.write() as w:
-                yield w
-        finally:
-            metrics.STORE_COMMIT_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        with metrics.store_commit(operation), self.store.write() as w:
+            yield w
 
     def _persist_record(self, w: WriteView, record: OverrideRecord) -> None:
         try:
