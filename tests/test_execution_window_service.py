@@ -52,6 +52,7 @@ async def publish(
     override: bool = False,
     generation: int = 0,
     reason: str = "",
+    timeout: float | None = None,  # noqa: ASYNC109 - the gRPC deadline
 ) -> pb.PublishResult:
     return await r.stubs.window.PublishAtomicReplace(
         ew.PublishAtomicReplaceRequest(
@@ -63,7 +64,8 @@ async def publish(
             operator_override=override,
             reason_code=reason or ("OPERATOR_OVERRIDE" if override else "SCHEDULE"),
             actor="note from the request",
-        )
+        ),
+        timeout=timeout,
     )
 
 
@@ -465,3 +467,23 @@ async def test_override_records_page_in_order(channel: Running) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await channel.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_token="garbage"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_publish_whose_deadline_passes_while_it_waits_for_the_store_changes_nothing(
+    channel: Running,
+) -> None:
+    """The caller was told DEADLINE_EXCEEDED: the write must not commit later."""
+    lock = channel.server.store._write_lock  # type: ignore[attr-defined]
+    start = T0 + 3 * HOUR
+    await asyncio.to_thread(lock.acquire)  # another writer holds the store
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await publish(channel, start, start + HOUR, blocks(start, 2, 30 * MINUTE, "late"), timeout=0.3)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        lock.release()
+    # The next write queues behind the late one, so it has finished when this returns.
+    result = await publish(channel, start, start + HOUR, blocks(start, 2, 30 * MINUTE, "next"))
+    assert result.ok and result.published_generation_id == 2
+    snap = await read(channel, start, start + HOUR)
+    assert [e.block_id for e in snap.entries] == ["next0", "next1"]

@@ -236,6 +236,11 @@ def describe_startup(server: PlaylogServer) -> dict[str, Any]:
 
 
 async def serve(settings: Settings) -> None:
+    # Signal handlers first: a SIGTERM during start-up still stops gracefully.
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
     server = PlaylogServer(settings)
     port = await server.start()
     info = describe_startup(server)
@@ -256,10 +261,6 @@ async def serve(settings: Settings) -> None:
             "'local' with all roles",
             port=port,
         )
-    loop = asyncio.get_running_loop()
-    stop_requested = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_requested.set)
     await stop_requested.wait()
     emit(log, logging.INFO, "shutting_down", grace_seconds=settings.shutdown_grace_seconds)
     await server.stop()

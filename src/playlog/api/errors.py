@@ -16,7 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from playlog.api import Context
-from playlog.app.service import UnknownChannel
+from playlog.app.service import DeadlineExceeded, UnknownChannel
 from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.events import emit
@@ -59,6 +59,8 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
             grpc.StatusCode.NOT_FOUND,
             f"channel {exc.args[0]!r} is not declared; declare it with ChannelService.DeclareChannel",
         )
+    if isinstance(exc, DeadlineExceeded):
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{exc}; nothing was changed")
     if isinstance(exc, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     if isinstance(exc, RequestTooLarge):

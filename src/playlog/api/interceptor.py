@@ -24,6 +24,7 @@ import grpc
 
 from playlog import metrics
 from playlog.api.errors import abort_for
+from playlog.app.service import call_deadline
 from playlog.auth import (
     LOCAL_PRINCIPAL,
     Credentials,
@@ -205,6 +206,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call started")
+        # Writes check it again once they hold the store's write lock.
+        call_deadline.set(None if remaining is None else time.monotonic() + remaining)
         current_principal.set(self.authenticate(method, request, context))
 
     def _recheck(self, method: str, request: object, context: Context, seen: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import functools
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,8 +66,11 @@ class _Base:
         self._executor = executor
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Runs a blocking call on the store's threads, with this call's context
+        (principal, deadline)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, functools.partial(context.run, fn, *args))
 
 
 def _principal() -> str:

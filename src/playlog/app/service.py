@@ -9,7 +9,9 @@ them on a thread pool so the event loop never waits on disk.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +52,16 @@ from playlog.store.base import (
 
 class UnknownChannel(LookupError):
     pass
+
+
+class DeadlineExceeded(Exception):
+    """The caller's deadline passed while the write waited for the store."""
+
+
+# The caller's deadline (time.monotonic()), set at the edge. A write that gets
+# the store's lock after it gives up instead of committing a change whose
+# caller was already told DEADLINE_EXCEEDED.
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
 
 
 class _Refused(Exception):
@@ -309,6 +321,9 @@ class Playlog:
     def _writing(self, operation: str) -> Iterator[WriteView]:
         """One store write transaction, timed for the commit-latency metric."""
         with metrics.store_commit(operation), self.store.write() as w:
+            deadline = call_deadline.get()
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{operation}: the deadline passed before the write could start")
             yield w
 
     def _persist_record(self, w: WriteView, record: OverrideRecord) -> None:
