@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from playlog.v1 import (
     schedule_day_service_pb2_grpc,
 )
 from tests.builders import T0, date_of, schedule_day
+from tests.postgres import fresh_postgres_database
 
 
 @dataclasses.dataclass
@@ -87,9 +88,26 @@ def clock() -> ManualClock:
     return ManualClock(T0)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store behind `running`: every servicer test runs on both (SPEC section 10).
+    A test that needs one parametrizes `backend` itself."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def running(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Running]:
-    r = await start_server(tmp_path / "data", clock)
+def database_url(backend: str) -> Iterator[str]:
+    """ "" for SQLite; for PostgreSQL, a fresh database, dropped afterwards."""
+    if backend == "sqlite":
+        yield ""
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def running(tmp_path: Path, clock: ManualClock, database_url: str) -> AsyncIterator[Running]:
+    r = await start_server(tmp_path / "data", clock, database_url=database_url)
     yield r
     await r.server.stop(0)
 

@@ -5,7 +5,7 @@ PLAYLOG-IMMUT-001..003) and the atomic-publish guarantees."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from typing import Any
 
 import grpc
 import pytest
@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from playlog.clock import ManualClock
 from playlog.store.base import FaultStep
+from playlog.store.sql import SqlView
 from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
@@ -181,19 +182,21 @@ async def test_THLI_005_clock_advance_moves_the_lock_boundary(channel: Running) 
 # -- INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001 ---------------------------------------------
 
 
-async def test_TOR_001_the_override_record_is_written_before_its_artifact(channel: Running) -> None:
-    statements: list[str] = []
-    writer: sqlite3.Connection = channel.server.store._writer  # type: ignore[attr-defined]
-    writer.set_trace_callback(statements.append)
-    try:
-        result = await publish(
-            channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True
-        )
-    finally:
-        writer.set_trace_callback(None)
+async def test_TOR_001_the_override_record_is_written_before_its_artifact(
+    channel: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[str] = []
+    for method in ("insert_override_record", "apply_publish"):
+        original = getattr(SqlView, method)
+
+        def spy(self: SqlView, *args: object, _name: str = method, _original: Any = original) -> Any:
+            writes.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(SqlView, method, spy)
+    result = await publish(channel, T0, T0 + 30 * MINUTE, [entry("o1", T0, T0 + 30 * MINUTE)], override=True)
     assert result.ok
-    inserts = [s.split("(")[0].split()[-1] for s in statements if s.lstrip().upper().startswith("INSERT")]
-    assert inserts.index("override_records") < inserts.index("entries")
+    assert writes == ["insert_override_record", "apply_publish"]  # in one transaction, record first
     record = (
         await channel.stubs.audit.GetOverrideRecord(
             audit.GetOverrideRecordRequest(id=result.override_record_id)

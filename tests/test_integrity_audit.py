@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from playlog.clock import ManualClock
@@ -72,13 +73,30 @@ async def kinds(r: Running, channel_id: str = "") -> list[str]:
     )
 
 
+TRIGGER_TABLES = {
+    "override_records_no_delete": "override_records",
+    "entries_content_immutable": "entries",
+    "schedule_days_no_delete": "schedule_days",
+}
+
+
 def tamper(r: Running, *statements: str) -> None:
-    conn = sqlite3.connect(r.data_dir / DB_FILE, isolation_level=None)
-    try:
+    """Writes straight into the store's database, behind the service."""
+    url = r.server.settings.database_url
+    if not url:
+        conn = sqlite3.connect(r.data_dir / DB_FILE, isolation_level=None)
+        try:
+            for statement in statements:
+                conn.execute(statement)
+        finally:
+            conn.close()
+        return
+    with psycopg.connect(url, autocommit=True) as pg:
         for statement in statements:
-            conn.execute(statement)
-    finally:
-        conn.close()
+            if statement.startswith("DROP TRIGGER "):
+                name = statement.split()[-1]
+                statement = f"{statement} ON {TRIGGER_TABLES[name]}"
+            pg.execute(statement)
 
 
 CURRENT = "superseded_by_generation IS NULL AND channel_id = 'ch1'"
@@ -151,6 +169,7 @@ def run_verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # `playlog verify` reads a data directory
 async def test_playlog_verify_offline_exits_1_on_corruption_and_0_when_clean(populated: Running) -> None:
     await populated.server.stop(0)
     clean = run_verify(populated.data_dir)

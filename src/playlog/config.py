@@ -18,6 +18,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = "./var"
+    database_url: str = ""
     listen: str = "127.0.0.1:50051"
     clock: str = "system"
     start_utc_ms: int = 0
@@ -40,6 +41,7 @@ class Settings:
 
 HELP: dict[str, str] = {
     "data_dir": "directory of the embedded SQLite store",
+    "database_url": "PostgreSQL URL (postgresql://...) to share one store among replicas instead of SQLite",
     "listen": "gRPC listen address host:port",
     "clock": "'system', or 'manual' (moves only by ClockService; for tests and engine development)",
     "start_utc_ms": "initial time of the manual clock (default: the system time at start)",
@@ -152,6 +154,8 @@ def validate(s: Settings) -> None:
     ):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name} must be > 0, got {getattr(s, name)}")
+    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError(f"database_url must be a postgresql:// URL, got {s.database_url!r}")
     if s.history_retention_generations < 0:
         raise ConfigError("history_retention_generations must be >= 0")
     for name in ("listen", "metrics_listen"):

@@ -59,6 +59,14 @@ SERVICE_NAMES = [
 ]
 
 
+def open_store(settings: Settings) -> Store:
+    if settings.database_url:
+        from playlog.store.postgres import PostgresStore
+
+        return PostgresStore(settings.database_url)
+    return SqliteStore(settings.data_dir)
+
+
 def is_loopback(listen: str) -> bool:
     host = listen.rpartition(":")[0].strip("[]")
     if host == "localhost":
@@ -96,7 +104,7 @@ class PlaylogServer:
             else:
                 clock = SystemClock()
         self.clock = clock
-        self.store: Store = store if store is not None else SqliteStore(settings.data_dir)
+        self.store: Store = store if store is not None else open_store(settings)
         self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="playlog-store")
         self.playlog = Playlog(
             self.store,
@@ -122,6 +130,8 @@ class PlaylogServer:
     async def start(self) -> int:
         s = self.settings
         self.watch.start(asyncio.get_running_loop())
+        # Publishes committed by other replicas of a shared store.
+        self.store.listen_for_publishes(self.watch.on_remote_publish)
         server = grpc.aio.server(
             interceptors=[CallInterceptor(self.credentials)],
             options=[
@@ -222,7 +232,8 @@ def describe_startup(server: PlaylogServer) -> dict[str, Any]:
     return {
         "listen": s.listen,
         "port": server.port,
-        "data_dir": str(Path(s.data_dir).resolve()),
+        "store": "postgresql" if s.database_url else "sqlite",
+        "data_dir": None if s.database_url else str(Path(s.data_dir).resolve()),
         "clock": s.clock,
         "now_utc_ms": server.clock.now_utc_ms(),
         "tls": bool(s.tls_cert),

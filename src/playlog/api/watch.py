@@ -38,6 +38,7 @@ from playlog.v1 import types_pb2 as pb
 log = logging.getLogger("playlog.watch")
 
 SNAPSHOT_CHUNK_ENTRIES = 500
+ALL_CHANNELS = "*"
 REPLAY_BATCH = 200
 
 
@@ -50,6 +51,8 @@ class Subscriber:
     )
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     needs_reset: bool = False
+    # Another replica committed a publish: catch up from the store.
+    poll: bool = False
     closed: bool = False
     clock_moved: bool = False
 
@@ -88,6 +91,8 @@ class WatchHub:
         # Lock depths of watched channels, kept current by re-declarations so
         # that progress ticks need no store read.
         self._lock_depth: dict[str, int] = {}
+        # The latest generation handed to subscribers, per channel.
+        self._delivered: dict[str, int] = {}
         playlog.add_publish_listener(self._on_commit)
         playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
@@ -104,6 +109,13 @@ class WatchHub:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._deliver, record)
 
+    def on_remote_publish(self, channel_id: str, generation_id: int) -> None:
+        """A doorbell from the shared store (PostgreSQL NOTIFY): another replica,
+        or this one, committed a publish; ALL_CHANNELS ("*") means "maybe any"."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._doorbell, channel_id, generation_id)
+
     def _on_channel_changed(self, channel: Channel) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -118,7 +130,21 @@ class WatchHub:
 
     # -- on the event loop ----------------------------------------------------------
 
+    def _doorbell(self, channel_id: str, generation_id: int) -> None:
+        if channel_id == ALL_CHANNELS:
+            targets = [sub for subs in self._subscribers.values() for sub in subs]
+        elif generation_id <= self._delivered.get(channel_id, 0):
+            return  # committed here: already delivered from memory
+        else:
+            targets = list(self._subscribers.get(channel_id, ()))
+        for sub in targets:
+            sub.poll = True
+            sub.wakeup.set()
+
     def _deliver(self, record: PublishRecord) -> None:
+        self._delivered[record.channel_id] = max(
+            record.generation_id, self._delivered.get(record.channel_id, 0)
+        )
         subscribers = self._subscribers.get(record.channel_id)
         if not subscribers:
             return
@@ -230,6 +256,11 @@ class WatchHub:
                     for event in events:
                         yield event
                     continue
+                if sub.poll:
+                    sub.poll = False
+                    async for replayed, generation in self._catch_up(sub, last):
+                        yield replayed
+                        last = generation
                 while sub.pending and not sub.needs_reset and not sub.closed:
                     record, event = sub.pending.popleft()
                     if record.generation_id <= last:

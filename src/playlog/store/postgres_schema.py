@@ -1,0 +1,121 @@
+"""PostgreSQL schema, as ordered migrations (table playlog_schema holds the
+version). Same tables, columns and indexes as the SQLite schema, so that one
+set of queries (store/sql.py) serves both; flags are 0/1 SMALLINTs for that
+reason."""
+
+from __future__ import annotations
+
+V1 = """
+CREATE FUNCTION playlog_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+
+CREATE TABLE channels (
+    channel_id TEXT PRIMARY KEY,
+    locked_window_ms BIGINT NOT NULL CHECK (locked_window_ms > 0),
+    current_generation_id BIGINT NOT NULL DEFAULT 0,
+    history_floor_generation BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE entries (
+    id BIGSERIAL PRIMARY KEY,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    block_id TEXT NOT NULL,
+    block_index BIGINT NOT NULL,
+    start_utc_ms BIGINT NOT NULL,
+    end_utc_ms BIGINT NOT NULL CHECK (end_utc_ms > start_utc_ms),
+    segments_json TEXT NOT NULL,
+    programming_day_date TEXT NOT NULL,
+    transmission_log_ref TEXT NOT NULL,
+    is_operator_override SMALLINT NOT NULL,
+    generation_id BIGINT NOT NULL,
+    override_record_id TEXT,
+    superseded_by_generation BIGINT
+);
+CREATE INDEX entries_current_by_start ON entries (channel_id, start_utc_ms)
+    WHERE superseded_by_generation IS NULL;
+CREATE UNIQUE INDEX entries_current_block_id ON entries (channel_id, block_id)
+    WHERE superseded_by_generation IS NULL;
+CREATE INDEX entries_by_generation ON entries (channel_id, generation_id);
+CREATE INDEX entries_by_superseded ON entries (channel_id, superseded_by_generation)
+    WHERE superseded_by_generation IS NOT NULL;
+CREATE TRIGGER entries_content_immutable
+BEFORE UPDATE OF channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json,
+    programming_day_date, transmission_log_ref, is_operator_override, generation_id,
+    override_record_id ON entries
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-PLAYLOG-LOCKED-IMMUTABLE-001: entries are replaced, never updated');
+
+CREATE TABLE publishes (
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    generation_id BIGINT NOT NULL,
+    previous_generation_id BIGINT NOT NULL,
+    range_start_utc_ms BIGINT NOT NULL,
+    range_end_utc_ms BIGINT NOT NULL,
+    reason_code TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    operator_override SMALLINT NOT NULL,
+    override_record_id TEXT,
+    committed_utc_ms BIGINT NOT NULL,
+    PRIMARY KEY (channel_id, generation_id)
+);
+
+CREATE TABLE override_records (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    layer TEXT NOT NULL,
+    channel_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason_code TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    actor_note TEXT NOT NULL,
+    created_utc_ms BIGINT NOT NULL,
+    resulting_generation_id BIGINT NOT NULL,
+    superseded_json TEXT NOT NULL,
+    superseded_schedule_day_id TEXT NOT NULL,
+    previous_locked_window_ms BIGINT NOT NULL,
+    range_start_utc_ms BIGINT NOT NULL,
+    range_end_utc_ms BIGINT NOT NULL,
+    programming_day_date TEXT NOT NULL
+);
+CREATE INDEX override_records_by_channel ON override_records (channel_id, seq);
+CREATE TRIGGER override_records_no_update BEFORE UPDATE ON override_records
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001: override records are append-only');
+CREATE TRIGGER override_records_no_delete BEFORE DELETE ON override_records
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-OVERRIDE-RECORD-PRECEDES-ARTIFACT-001: override records are append-only');
+
+CREATE TABLE schedule_days (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    programming_day_date TEXT NOT NULL,
+    plan_id TEXT,
+    is_manual_override SMALLINT NOT NULL,
+    supersedes_id TEXT,
+    slots_json TEXT NOT NULL,
+    resolved_utc_ms BIGINT NOT NULL,
+    is_authoritative SMALLINT NOT NULL,
+    override_record_id TEXT
+);
+CREATE UNIQUE INDEX schedule_days_one_per_date ON schedule_days (channel_id, programming_day_date)
+    WHERE is_authoritative = 1;
+CREATE INDEX schedule_days_history ON schedule_days (channel_id, programming_day_date, seq);
+CREATE TRIGGER schedule_days_immutable
+BEFORE UPDATE OF id, channel_id, programming_day_date, plan_id, is_manual_override, supersedes_id,
+    slots_json, resolved_utc_ms, override_record_id ON schedule_days
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-SCHEDULEDAY-IMMUTABLE-001: schedule days are never updated in place');
+CREATE TRIGGER schedule_days_authority_only_withdrawn
+BEFORE UPDATE OF is_authoritative ON schedule_days
+FOR EACH ROW WHEN (NEW.is_authoritative > OLD.is_authoritative)
+EXECUTE FUNCTION playlog_refuse('INV-SCHEDULEDAY-IMMUTABLE-001: a superseded day stays superseded');
+CREATE TRIGGER schedule_days_no_delete BEFORE DELETE ON schedule_days
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-SCHEDULEDAY-IMMUTABLE-001: schedule days are kept for audit');
+"""
+
+MIGRATIONS: list[str] = [V1]
