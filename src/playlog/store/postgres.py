@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
 
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
-from playlog.store.base import FaultInjector, FaultStep, StoreError
+from playlog.store.base import StoreError
 from playlog.store.postgres_schema import MIGRATIONS
-from playlog.store.sql import SqlView
+from playlog.store.sql import SqlStore, SqlView
 
 log = logging.getLogger("playlog.store")
 
@@ -78,51 +76,20 @@ def _connect(url: str) -> psycopg.Connection[Any]:
         raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
+    view_class = PostgresView
+    begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
     def __init__(self, url: str, read_connections: int = 4) -> None:
         self.url = url
-        self.faults = FaultInjector()
-        self._writer = _connect(url)
-        self._write_lock = threading.Lock()
-        self._closed = threading.Event()
-        migrate(self._writer)
-        self._readers: queue.SimpleQueue[psycopg.Connection[Any]] = queue.SimpleQueue()
-        self._all_readers = [_connect(url) for _ in range(read_connections)]
-        for conn in self._all_readers:
-            self._readers.put(conn)
+        writer = _connect(url)
+        migrate(writer)
+        super().__init__(writer, [_connect(url) for _ in range(read_connections)])
         self._listener: threading.Thread | None = None
 
-    @contextmanager
-    def read(self) -> Iterator[PostgresView]:
-        conn = self._readers.get()
-        try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield PostgresView(conn, self.faults)
-            finally:
-                conn.execute("COMMIT")
-        except psycopg.Error as exc:
-            raise StoreError(str(exc)) from exc
-        finally:
-            self._readers.put(conn)
-
-    @contextmanager
-    def write(self) -> Iterator[PostgresView]:
-        with self._write_lock:
-            if self._closed.is_set():
-                raise StoreError("the store is closed")
-            conn = self._writer
-            conn.execute("BEGIN")
-            try:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
-                yield PostgresView(conn, self.faults)
-                self.faults.check(FaultStep.COMMIT)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
-                if isinstance(exc, psycopg.Error):
-                    raise StoreError(str(exc)) from exc
-                raise
+    def _started_write(self, conn: Any) -> None:
+        # Serializes writes across every replica sharing the database.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
 
     def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
         def run() -> None:
@@ -148,13 +115,7 @@ class PostgresStore:
         self._listener.start()
 
     def close(self) -> None:
-        with self._write_lock:
-            if self._closed.is_set():
-                return
-            self._closed.set()
-            for conn in self._all_readers:
-                conn.close()
-            self._writer.close()
+        self._close_connections()
         if self._listener is not None:
             self._listener.join(timeout=5)
 

@@ -4,7 +4,10 @@ PostgreSQL alike, and the row <-> domain conversions."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from playlog.domain.model import (
@@ -495,3 +498,81 @@ class SqlView:
             "UPDATE channels SET history_floor_generation = ? WHERE channel_id = ?",
             (floor, channel_id),
         )
+
+
+class SqlStore:
+    """Connection handling shared by both stores: one writer connection whose
+    write transactions are serialized by a lock, and a pool of reader
+    connections each read runs a transaction on (one consistent snapshot)."""
+
+    view_class: type[SqlView] = SqlView
+    begin_read = "BEGIN"
+    begin_write = "BEGIN"
+
+    def __init__(self, writer: Any, readers: list[Any]) -> None:
+        self.faults = FaultInjector()
+        self._writer = writer
+        self._write_lock = threading.Lock()
+        self._closed = threading.Event()
+        self._all_readers = readers
+        self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for conn in readers:
+            self._readers.put(conn)
+
+    def _started_write(self, conn: Any) -> None:
+        """Runs first in every write transaction."""
+
+    def _store_error(self, exc: BaseException) -> BaseException:
+        """The driver's error as a StoreError (or as it is)."""
+        if isinstance(exc, self.view_class.db_errors):
+            return StoreError(str(exc))
+        return exc
+
+    @contextmanager
+    def read(self) -> Iterator[SqlView]:
+        conn = self._readers.get()
+        try:
+            conn.execute(self.begin_read)
+            try:
+                yield self.view_class(conn, self.faults)
+            finally:
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            translated = self._store_error(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        finally:
+            self._readers.put(conn)
+
+    @contextmanager
+    def write(self) -> Iterator[SqlView]:
+        with self._write_lock:
+            if self._closed.is_set():
+                raise StoreError("the store is closed")
+            conn = self._writer
+            conn.execute(self.begin_write)
+            try:
+                self._started_write(conn)
+                yield self.view_class(conn, self.faults)
+                self.faults.check(FaultStep.COMMIT)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                translated = self._store_error(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+
+    def _close_connections(self, before_writer_closes: Callable[[Any], None] | None = None) -> bool:
+        """Closes every connection once; False if the store was closed already."""
+        with self._write_lock:
+            if self._closed.is_set():
+                return False
+            self._closed.set()
+            for conn in self._all_readers:
+                conn.close()
+            if before_writer_closes is not None:
+                before_writer_closes(self._writer)
+            self._writer.close()
+            return True

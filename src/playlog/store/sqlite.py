@@ -9,15 +9,12 @@ so see one consistent snapshot.
 
 from __future__ import annotations
 
-import queue
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from playlog.store.base import FaultInjector, FaultStep, StoreError
-from playlog.store.sql import SqlView
+from playlog.store.base import StoreError
+from playlog.store.sql import SqlStore, SqlView
 from playlog.store.sqlite_schema import MIGRATIONS
 
 DB_FILE = "playlog.sqlite3"
@@ -36,63 +33,28 @@ class SqliteView(SqlView):
     db_errors = (sqlite3.Error,)
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """SQLite in `data_dir`; schema migrated on open."""
+
+    view_class = SqliteView
+    # IMMEDIATE takes SQLite's write lock at BEGIN: the facts a write reads
+    # cannot change before it commits.
+    begin_write = "BEGIN IMMEDIATE"
 
     def __init__(self, data_dir: str | Path, read_connections: int = 4) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILE
-        self.faults = FaultInjector()
-        self._writer = _connect(self.path)
-        self._write_lock = threading.Lock()
-        self._closed = False
-        migrate(self._writer)
-        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._all_readers = [_connect(self.path) for _ in range(read_connections)]
-        for conn in self._all_readers:
-            self._readers.put(conn)
-
-    @contextmanager
-    def read(self) -> Iterator[SqliteView]:
-        conn = self._readers.get()
-        try:
-            conn.execute("BEGIN")
-            try:
-                yield SqliteView(conn, self.faults)
-            finally:
-                conn.execute("COMMIT")
-        finally:
-            self._readers.put(conn)
-
-    @contextmanager
-    def write(self) -> Iterator[SqliteView]:
-        with self._write_lock:
-            if self._closed:
-                raise StoreError("the store is closed")
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield SqliteView(conn, self.faults)
-                self.faults.check(FaultStep.COMMIT)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        writer = _connect(self.path)
+        migrate(writer)
+        super().__init__(writer, [_connect(self.path) for _ in range(read_connections)])
 
     def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
         """One process serves a data directory: its own listeners hear every publish."""
 
     def close(self) -> None:
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            for conn in self._all_readers:
-                conn.close()
-            # A clean checkpoint leaves everything in the main database file.
-            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._writer.close()
+        # A clean checkpoint leaves everything in the main database file.
+        self._close_connections(lambda writer: writer.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
