@@ -237,6 +237,22 @@ def test_an_acknowledged_override_survives_sigkill(served: tuple[Served, Path, i
             restarted.proc.kill()
 
 
+def test_the_manual_clock_never_moves_backwards_across_a_restart(served: tuple[Served, Path, int]) -> None:
+    server, data_dir, port = served
+    with grpc.insecure_channel(server.address) as channel:
+        clk_grpc.ClockServiceStub(channel).AdvanceTime(clk.AdvanceTimeRequest(delta_ms=3 * HOUR))
+    server.proc.kill()
+    server.proc.wait()
+    restarted = Served(data_dir, port, "--clock", "manual", "--start-utc-ms", str(T0))
+    try:
+        with grpc.insecure_channel(restarted.address) as channel:
+            now = clk_grpc.ClockServiceStub(channel).GetTime(clk.GetTimeRequest()).now_utc_ms
+        assert now == T0 + 3 * HOUR
+        assert any(e.get("event") == "manual_clock_resumes" for e in restarted.log_events())
+    finally:
+        restarted.stop()
+
+
 def test_sigint_lets_an_open_watch_end_with_unavailable_and_exits_cleanly(
     served: tuple[Served, Path, int],
 ) -> None:

@@ -87,3 +87,28 @@ def test_database_triggers_refuse_in_place_changes(store: SqliteStore) -> None:
         conn.execute("UPDATE entries SET end_utc_ms = 20 WHERE block_id = 'b'")
     conn.execute("UPDATE entries SET superseded_by_generation = 2 WHERE block_id = 'b'")  # allowed
     conn.close()
+
+
+def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: Path) -> None:
+    from playlog.store.sqlite import _statements
+
+    conn = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    for statement in _statements(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO channels (channel_id, locked_window_ms) VALUES ('kept', 60000)")
+    conn.close()
+    store = SqliteStore(tmp_path)
+    try:
+        with store.read() as r:
+            assert [c.channel_id for c in r.list_channels()] == ["kept"]
+            assert r.manual_clock_utc_ms() is None  # the version 2 table exists
+        with store.write() as w:
+            w.save_manual_clock_utc_ms(42)
+        with store.read() as r:
+            assert r.manual_clock_utc_ms() == 42
+    finally:
+        store.close()
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    assert schema_version(conn) == len(MIGRATIONS) == 2
+    conn.close()

@@ -51,6 +51,21 @@ class ManualClock:
         with self._lock:
             return self._now
 
+    def check_target(self, now_utc_ms: int) -> int:
+        """The time a SetTime would move to; TimeMovesForwardOnly if it is earlier."""
+        current = self.now_utc_ms()
+        if now_utc_ms < current:
+            raise TimeMovesForwardOnly(
+                f"now_utc_ms: time never moves backwards (now is {current}, asked for {now_utc_ms})"
+            )
+        return now_utc_ms
+
+    def advance_target(self, delta_ms: int) -> int:
+        """The time an AdvanceTime would move to."""
+        if delta_ms < 0:
+            raise TimeMovesForwardOnly(f"delta_ms: must be >= 0, got {delta_ms}")
+        return self.now_utc_ms() + delta_ms
+
     def set_utc_ms(self, now_utc_ms: int) -> int:
         with self._lock:
             if now_utc_ms < self._now:

@@ -59,6 +59,28 @@ SERVICE_NAMES = [
 ]
 
 
+def initial_clock(settings: Settings, store: Store) -> ManualClock | SystemClock:
+    """The system clock, or a manual one that resumes where it was stopped:
+    time never moves backwards, restarts included."""
+    if settings.clock != "manual":
+        return SystemClock()
+    with store.read() as r:
+        saved = r.manual_clock_utc_ms()
+    start = settings.start_utc_ms
+    if saved is not None and saved > start:
+        if start:
+            emit(
+                log,
+                logging.WARNING,
+                "manual_clock_resumes",
+                asked_start_utc_ms=start,
+                resumed_at_utc_ms=saved,
+                message="the manual clock was already later; time never moves backwards",
+            )
+        start = saved
+    return ManualClock(start or SystemClock().now_utc_ms())
+
+
 def open_store(settings: Settings) -> Store:
     if settings.database_url:
         from playlog.store.postgres import PostgresStore
@@ -98,24 +120,21 @@ class PlaylogServer:
                 f"refusing to listen on {settings.listen} without authentication: configure "
                 "auth_file (see `playlog token`), or pass --insecure if this network is trusted"
             )
-        if clock is None:
-            if settings.clock == "manual":
-                clock = ManualClock(settings.start_utc_ms or SystemClock().now_utc_ms())
-            else:
-                clock = SystemClock()
-        self.clock = clock
         self.store: Store = store if store is not None else open_store(settings)
+        self.clock: ManualClock | SystemClock = (
+            clock if clock is not None else initial_clock(settings, self.store)
+        )
         self.executor = ThreadPoolExecutor(settings.worker_threads, thread_name_prefix="playlog-store")
         self.playlog = Playlog(
             self.store,
-            clock,
+            self.clock,
             max_entries_per_publish=settings.max_entries_per_publish,
             history_retention_generations=settings.history_retention_generations,
         )
         self.watch = WatchHub(
             self.playlog,
             self.executor,
-            clock,
+            self.clock,
             max_pending=settings.watch_queue_events,
             progress_interval_ms=settings.progress_interval_ms,
             max_streams=settings.max_concurrent_streams,
@@ -158,7 +177,9 @@ class PlaylogServer:
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(self.playlog, self.executor), server
         )
-        clock_service_pb2_grpc.add_ClockServiceServicer_to_server(ClockServicer(self.clock), server)
+        clock_service_pb2_grpc.add_ClockServiceServicer_to_server(
+            ClockServicer(self.clock, self.playlog, self.executor), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server

@@ -367,20 +367,39 @@ def _decode_page_token(token: str) -> int:
         ) from None
 
 
-class ClockServicer(clock_grpc.ClockServiceServicer):
-    def __init__(self, clock: ManualClock | SystemClock) -> None:
-        self.clock = clock
+class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
+    """The manual clock's controls. A move is saved in the store before the
+    clock moves, so the clock never goes back, not even across a restart."""
 
-    async def GetTime(self, request: clock_pb.GetTimeRequest, context: Context) -> clock_pb.GetTimeResponse:
-        if not self.clock.manual:
+    def __init__(
+        self, clock: ManualClock | SystemClock, playlog: Playlog, executor: ThreadPoolExecutor
+    ) -> None:
+        super().__init__(playlog, executor)
+        self.clock = clock
+        self._moving = asyncio.Lock()
+
+    def _manual(self) -> ManualClock:
+        if not isinstance(self.clock, ManualClock):
             # SPEC section 1: the clock service is for the manual clock only.
             raise ClockNotAdjustable("the server runs on the system clock; ClockService needs --clock manual")
-        return clock_pb.GetTimeResponse(now_utc_ms=self.clock.now_utc_ms(), manual=self.clock.manual)
+        return self.clock
+
+    async def GetTime(self, request: clock_pb.GetTimeRequest, context: Context) -> clock_pb.GetTimeResponse:
+        return clock_pb.GetTimeResponse(now_utc_ms=self._manual().now_utc_ms(), manual=True)
+
+    async def _move(self, target: Callable[[ManualClock], int]) -> int:
+        clock = self._manual()
+        async with self._moving:
+            now = target(clock)
+            await self.run(self.playlog.save_manual_clock, now)
+            return clock.set_utc_ms(now)
 
     async def SetTime(self, request: clock_pb.SetTimeRequest, context: Context) -> clock_pb.SetTimeResponse:
-        return clock_pb.SetTimeResponse(now_utc_ms=self.clock.set_utc_ms(request.now_utc_ms))
+        now = await self._move(lambda clock: clock.check_target(request.now_utc_ms))
+        return clock_pb.SetTimeResponse(now_utc_ms=now)
 
     async def AdvanceTime(
         self, request: clock_pb.AdvanceTimeRequest, context: Context
     ) -> clock_pb.AdvanceTimeResponse:
-        return clock_pb.AdvanceTimeResponse(now_utc_ms=self.clock.advance_ms(request.delta_ms))
+        now = await self._move(lambda clock: clock.advance_target(request.delta_ms))
+        return clock_pb.AdvanceTimeResponse(now_utc_ms=now)

@@ -473,6 +473,12 @@ class Playlog:
         with self.store.read() as r:
             return r.schedule_day_history(channel_id, date)
 
+    # -- the manual clock -------------------------------------------------------------
+
+    def save_manual_clock(self, now_utc_ms: int) -> None:
+        with self._writing("manual_clock") as w:
+            w.save_manual_clock_utc_ms(now_utc_ms)
+
     # -- watching ------------------------------------------------------------------
 
     def publishes_after(

@@ -118,4 +118,12 @@ FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
     'INV-SCHEDULEDAY-IMMUTABLE-001: schedule days are kept for audit');
 """
 
-MIGRATIONS: list[str] = [V1]
+# The manual clock's time, so that it never moves backwards across restarts.
+V2 = """
+CREATE TABLE clock_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    manual_now_utc_ms BIGINT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2]

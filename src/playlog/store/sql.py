@@ -326,6 +326,17 @@ class SqlView:
         ).fetchall()
         return [_day(r) for r in rows]
 
+    def manual_clock_utc_ms(self) -> int | None:
+        row = self._q("SELECT manual_now_utc_ms FROM clock_state WHERE id = 1").fetchone()
+        return int(row[0]) if row else None
+
+    def save_manual_clock_utc_ms(self, now_utc_ms: int) -> None:
+        self._q(
+            "INSERT INTO clock_state (id, manual_now_utc_ms) VALUES (1, :t) "
+            "ON CONFLICT (id) DO UPDATE SET manual_now_utc_ms = excluded.manual_now_utc_ms",
+            {"t": now_utc_ms},
+        )
+
     def verify_integrity(self, channel_id: str) -> list[IntegrityFinding]:
         return integrity.run(self._q, channel_id)
 

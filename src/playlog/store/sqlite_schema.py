@@ -129,4 +129,12 @@ BEGIN
 END;
 """
 
-MIGRATIONS: list[str] = [V1]
+# The manual clock's time, so that it never moves backwards across restarts.
+V2 = """
+CREATE TABLE clock_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    manual_now_utc_ms INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1, V2]
