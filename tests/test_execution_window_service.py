@@ -490,3 +490,24 @@ async def test_a_publish_whose_deadline_passes_while_it_waits_for_the_store_chan
     assert result.ok and result.published_generation_id == 2
     snap = await read(channel, start, start + HOUR)
     assert [e.block_id for e in snap.entries] == ["next0", "next1"]
+
+
+async def test_a_publish_that_cuts_an_entry_or_leaves_a_gap_is_refused_and_changes_nothing(
+    channel: Running, violations: ViolationCapture
+) -> None:
+    before = await state(channel)
+    # a6 = [T0 + 2 h, T0 + 2 h 30): a range starting in its middle cuts it.
+    cut = await publish(
+        channel,
+        T0 + 2 * HOUR + 15 * MINUTE,
+        T0 + 3 * HOUR,
+        blocks(T0 + 2 * HOUR + 15 * MINUTE, 3, 15 * MINUTE, "c"),
+    )
+    assert cut.error_code == pb.ERROR_CODE_CONTIGUITY_VIOLATION
+    assert "cuts block 'a6'" in cut.error_detail
+    # Appending after a gap: the channel's air ends at T0 + 3 h.
+    gap = await publish(channel, T0 + 4 * HOUR, T0 + 5 * HOUR, blocks(T0 + 4 * HOUR, 2, 30 * MINUTE, "g"))
+    assert gap.error_code == pb.ERROR_CODE_CONTIGUITY_VIOLATION
+    assert f"gap [{T0 + 3 * HOUR}, {T0 + 4 * HOUR})" in gap.error_detail
+    assert await state(channel) == before
+    assert violations.events[-1]["invariant"] == "INV-PLAYLOG-CONTIGUOUS-001-VIOLATED"
