@@ -77,7 +77,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_unary_stream(method, cast(StreamBehavior, handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
@@ -302,6 +302,18 @@ def _code_name(context: Context) -> str:
             if known.value[0] == code:
                 return known.name
     return "UNKNOWN"
+
+
+def _accepting_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A stream may send a message it serialized already (WatchWindow serializes
+    each publish once for all its subscribers) as bytes."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serializer(message)
+
+    return serialize
 
 
 def _cancelled_status(context: Context) -> str:

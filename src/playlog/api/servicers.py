@@ -194,9 +194,9 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             return ew_pb.GetEntryAtResponse(found=False)
         return ew_pb.GetEntryAtResponse(found=True, entry=convert.entry_to_pb(entry))
 
-    async def WatchWindow(
+    async def WatchWindow(  # type: ignore[override]  # may yield pre-serialized events
         self, request: ew_pb.WatchWindowRequest, context: Context
-    ) -> AsyncIterator[pb.WindowEvent]:
+    ) -> AsyncIterator[pb.WindowEvent | bytes]:
         if self._watch is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchWindow is not available")
             return
@@ -204,7 +204,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             yield event
 
 
-WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], AsyncIterator[pb.WindowEvent]]
+WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], AsyncIterator[pb.WindowEvent | bytes]]
 
 
 def _check_read_range(channel_id: str, start: int, end: int) -> None:

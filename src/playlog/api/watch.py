@@ -46,9 +46,8 @@ REPLAY_BATCH = 200
 class Subscriber:
     channel_id: str
     max_pending: int
-    pending: collections.deque[tuple[PublishRecord, pb.WindowEvent]] = field(
-        default_factory=collections.deque
-    )
+    # Replaced events, serialized once for every subscriber of the channel.
+    pending: collections.deque[tuple[PublishRecord, bytes]] = field(default_factory=collections.deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     needs_reset: bool = False
     # Another replica committed a publish: catch up from the store.
@@ -56,7 +55,7 @@ class Subscriber:
     closed: bool = False
     clock_moved: bool = False
 
-    def offer(self, record: PublishRecord, event: pb.WindowEvent) -> None:
+    def offer(self, record: PublishRecord, event: bytes) -> None:
         if self.needs_reset:
             return  # the reset snapshot will carry it
         if len(self.pending) >= self.max_pending:
@@ -148,7 +147,9 @@ class WatchHub:
         subscribers = self._subscribers.get(record.channel_id)
         if not subscribers:
             return
-        event = convert.replaced_event(record)  # converted once for all subscribers
+        # Converted and serialized once for all subscribers (the interceptor's
+        # stream serializer passes bytes through).
+        event = convert.replaced_event(record).SerializeToString()
         for sub in subscribers:
             sub.offer(record, event)
 
@@ -194,7 +195,7 @@ class WatchHub:
 
     async def watch(
         self, request: ew_pb.WatchWindowRequest, context: Context
-    ) -> AsyncIterator[pb.WindowEvent]:
+    ) -> AsyncIterator[pb.WindowEvent | bytes]:
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
         channel_id = request.channel_id
@@ -262,7 +263,7 @@ class WatchHub:
                         yield replayed
                         last = generation
                 while sub.pending and not sub.needs_reset and not sub.closed:
-                    record, event = sub.pending.popleft()
+                    record, serialized = sub.pending.popleft()
                     if record.generation_id <= last:
                         continue  # already covered by a snapshot or a catch-up
                     if record.previous_generation_id != last:
@@ -271,7 +272,7 @@ class WatchHub:
                             yield replayed
                             last = generation
                         continue
-                    yield event
+                    yield serialized
                     last = record.generation_id
                 if sub.clock_moved or loop.time() >= next_progress:
                     sub.clock_moved = False
