@@ -13,8 +13,7 @@ RUN make install && .venv/bin/pip wheel --no-deps -w /wheels .
 FROM python:3.11-slim
 RUN useradd --system --home /var/lib/playlog playlog && mkdir -p /var/lib/playlog && chown playlog /var/lib/playlog
 COPY --from=build /wheels /wheels
-COPY pyproject.toml /tmp/pyproject.toml
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels /tmp/pyproject.toml
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER playlog
 VOLUME /var/lib/playlog
 EXPOSE 50051
