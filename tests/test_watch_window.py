@@ -258,3 +258,25 @@ async def test_progress_follows_a_change_of_lock_depth(channel: Running) -> None
     await f.until(lambda: any(p.now_utc_ms == T0 + MINUTE for p in f.progress()))
     assert f.progress()[-1].locked_until_utc_ms == T0 + MINUTE + 2 * HOUR
     f.cancel()
+
+
+async def test_a_large_snapshot_comes_in_parts_and_only_the_last_is_complete(channel: Running) -> None:
+    await channel.store_days(CH, *(DAY1 + i * DAY for i in range(2, 25)))
+    result = await channel.stubs.window.PublishAtomicReplace(
+        ew.PublishAtomicReplaceRequest(
+            channel_id=CH,
+            range_start_utc_ms=DAY1,
+            range_end_utc_ms=DAY1 + 25 * DAY,
+            entries=[e for i in range(25) for e in day_of_entries(DAY1 + i * DAY, f"big{i}-")],
+        )
+    )
+    assert result.ok, result
+    f = follow(channel)
+    await f.until(lambda: f.snapshots() and f.snapshots()[-1].complete)
+    parts = f.snapshots()
+    assert len(parts) == 3  # 1,200 entries, 500 per message
+    assert [p.complete for p in parts] == [False, False, True]
+    assert {p.channel_generation_id for p in parts} == {1}
+    blocks = [e.block_id for p in parts for e in p.entries]
+    assert len(blocks) == 1200 and blocks[0] == "big0-0" and blocks[-1] == "big24-47"
+    f.cancel()
