@@ -21,11 +21,13 @@ from playlog.v1 import (
     channel_service_pb2,
     channel_service_pb2_grpc,
     clock_service_pb2_grpc,
+    execution_window_service_pb2,
     execution_window_service_pb2_grpc,
     schedule_day_service_pb2,
     schedule_day_service_pb2_grpc,
 )
-from tests.builders import T0, date_of, schedule_day
+from playlog.v1 import types_pb2 as pb
+from tests.builders import DAY, T0, date_of, day_of_entries, schedule_day
 from tests.postgres import fresh_postgres_database
 
 
@@ -60,6 +62,17 @@ class Running:
         await self.stubs.channel.DeclareChannel(
             channel_service_pb2.DeclareChannelRequest(
                 channel_id=channel_id, locked_window_ms=locked_window_ms
+            )
+        )
+
+    async def publish_day(self, channel_id: str, start: int, prefix: str) -> pb.PublishResult:
+        """Replaces [start, start + 1 day) by a day of 48 entries named prefix0..47."""
+        return await self.stubs.window.PublishAtomicReplace(
+            execution_window_service_pb2.PublishAtomicReplaceRequest(
+                channel_id=channel_id,
+                range_start_utc_ms=start,
+                range_end_utc_ms=start + DAY,
+                entries=day_of_entries(start, prefix),
             )
         )
 

@@ -17,7 +17,7 @@ from playlog.store.sqlite import DB_FILE
 from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import schedule_day_service_pb2 as sd
-from tests.builders import DAY, HOUR, T0, date_of, day_of_entries, entry, schedule_day
+from tests.builders import DAY, HOUR, T0, date_of, entry, schedule_day
 from tests.conftest import Running
 
 CH = "ch1"
@@ -36,14 +36,7 @@ async def populated(running: Running) -> Running:
     await running.declare("other", HOUR)
     await running.store_days(CH, T0, T0 + DAY)
     for start, prefix in ((T0, "d1-"), (T0 + DAY, "d2-"), (T0 + DAY, "d2b-")):
-        result = await running.stubs.window.PublishAtomicReplace(
-            ew.PublishAtomicReplaceRequest(
-                channel_id=CH,
-                range_start_utc_ms=start,
-                range_end_utc_ms=start + DAY,
-                entries=day_of_entries(start, prefix),
-            )
-        )
+        result = await running.publish_day(CH, start, prefix)
         assert result.ok, result
     running.clock.set_utc_ms(T0)
     overridden = await running.stubs.window.PublishAtomicReplace(

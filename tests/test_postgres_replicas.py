@@ -13,7 +13,7 @@ import pytest
 from playlog.clock import ManualClock
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
-from tests.builders import DAY, HOUR, T0, day_of_entries
+from tests.builders import DAY, HOUR, T0
 from tests.conftest import Running, start_server
 from tests.followers import follow
 from tests.postgres import fresh_postgres_database
@@ -35,14 +35,7 @@ async def replicas(tmp_path: Path, clock: ManualClock) -> AsyncIterator[tuple[Ru
 
 
 async def publish(r: Running, prefix: str) -> pb.PublishResult:
-    return await r.stubs.window.PublishAtomicReplace(
-        ew.PublishAtomicReplaceRequest(
-            channel_id=CH,
-            range_start_utc_ms=DAY1,
-            range_end_utc_ms=DAY1 + DAY,
-            entries=day_of_entries(DAY1, prefix),
-        )
-    )
+    return await r.publish_day(CH, DAY1, prefix)
 
 
 async def test_a_watcher_on_one_replica_hears_publishes_committed_on_another(

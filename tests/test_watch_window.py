@@ -27,14 +27,7 @@ async def channel(running: Running) -> Running:
 
 
 async def publish_day(r: Running, prefix: str, start: int = DAY1) -> pb.PublishResult:
-    result = await r.stubs.window.PublishAtomicReplace(
-        ew.PublishAtomicReplaceRequest(
-            channel_id=CH,
-            range_start_utc_ms=start,
-            range_end_utc_ms=start + DAY,
-            entries=day_of_entries(start, prefix),
-        )
-    )
+    result = await r.publish_day(CH, start, prefix)
     assert result.ok, result
     return result
 

@@ -90,11 +90,6 @@ class ManualClock:
         with self._lock:
             self._listeners.append(listener)
 
-    def remove_listener(self, listener: _Listener) -> None:
-        with self._lock:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
 
 class _Listener(Protocol):
     def __call__(self, now_utc_ms: int) -> None: ...

@@ -8,7 +8,6 @@ from playlog.domain.model import (
     Channel,
     Entry,
     ErrorCode,
-    OverrideLayer,
     OverrideRecord,
     PublishRecord,
     ScheduleDay,
@@ -127,10 +126,6 @@ def override_record_to_pb(record: OverrideRecord) -> pb.OverrideRecord:
         range_end_utc_ms=record.range_end_utc_ms,
         programming_day_date=record.programming_day_date,
     )
-
-
-def layer_from_name(name: str) -> OverrideLayer:
-    return OverrideLayer(name.removeprefix("OVERRIDE_LAYER_"))
 
 
 def schedule_day_from_pb(msg: pb.ScheduleDay) -> ScheduleDay:

@@ -29,10 +29,6 @@ class NotFound(LookupError):
     pass
 
 
-class RequestTooLarge(Exception):
-    pass
-
-
 def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(
@@ -63,8 +59,6 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{exc}; nothing was changed")
     if isinstance(exc, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-    if isinstance(exc, RequestTooLarge):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     if isinstance(exc, ClockNotAdjustable | TimeMovesForwardOnly):
         code = (
             grpc.StatusCode.FAILED_PRECONDITION

@@ -22,6 +22,7 @@ from playlog.auth import current_principal
 from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock
 from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
 from playlog.domain.rejection import FieldViolation, MalformedRequest
+from playlog.domain.validation import check_date, check_id, raise_if_any
 from playlog.v1 import (
     audit_service_pb2 as audit_pb,
 )
@@ -128,9 +129,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
 
 
 class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
-    def __init__(
-        self, playlog: Playlog, executor: ThreadPoolExecutor, watch: WatchHandler | None = None
-    ) -> None:
+    def __init__(self, playlog: Playlog, executor: ThreadPoolExecutor, watch: WatchHandler) -> None:
         super().__init__(playlog, executor)
         self._watch = watch
 
@@ -194,27 +193,22 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             return ew_pb.GetEntryAtResponse(found=False)
         return ew_pb.GetEntryAtResponse(found=True, entry=convert.entry_to_pb(entry))
 
-    async def WatchWindow(  # type: ignore[override]  # may yield pre-serialized events
+    def WatchWindow(  # type: ignore[override]  # may yield pre-serialized events
         self, request: ew_pb.WatchWindowRequest, context: Context
     ) -> AsyncIterator[pb.WindowEvent | bytes]:
-        if self._watch is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchWindow is not available")
-            return
-        async for event in self._watch(request, context):
-            yield event
+        # The hub's stream itself: no extra generator per event on the hot path.
+        return self._watch(request, context)
 
 
 WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], AsyncIterator[pb.WindowEvent | bytes]]
 
 
 def _check_read_range(channel_id: str, start: int, end: int) -> None:
-    out = []
-    if not channel_id:
-        out.append(FieldViolation("channel_id", "required"))
+    out: list[FieldViolation] = []
+    check_id(channel_id, "channel_id", out)
     if start >= end:
         out.append(FieldViolation("end_utc_ms", f"must be after start_utc_ms ({start}), got {end}"))
-    if out:
-        raise MalformedRequest(out)
+    raise_if_any(out)
 
 
 class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
@@ -293,8 +287,6 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
 
 
 def _check_day_key(channel_id: str, date: str) -> None:
-    from playlog.domain.validation import check_date, check_id, raise_if_any
-
     out: list[FieldViolation] = []
     check_id(channel_id, "channel_id", out)
     check_date(date, "programming_day_date", out)

@@ -9,7 +9,7 @@ only answers questions and applies plans.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -113,8 +113,3 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def chunked(items: Sequence[Entry], size: int) -> Iterator[Sequence[Entry]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
