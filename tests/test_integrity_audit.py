@@ -126,6 +126,8 @@ CORRUPTIONS: dict[str, tuple[str, ...]] = {
         "SELECT 'orphan', 'ch1', '2030-01-02', NULL, 1, 'vanished', '[]', 0, 1, id FROM override_records "
         "WHERE layer = 'SCHEDULE_DAY'",
     ),
+    # The next publish would hand out generations its entries already carry.
+    "GENERATION_BEHIND": ("UPDATE channels SET current_generation_id = 1 WHERE channel_id = 'ch1'",),
     "DUPLICATE_SCHEDULE_DAY": (
         "DROP INDEX schedule_days_one_per_date",
         "INSERT INTO schedule_days (id, channel_id, programming_day_date, plan_id, is_manual_override, "

@@ -96,7 +96,16 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: P
     for statement in _statements(MIGRATIONS[0]):
         conn.execute(statement)
     conn.execute("PRAGMA user_version = 1")
-    conn.execute("INSERT INTO channels (channel_id, locked_window_ms) VALUES ('kept', 60000)")
+    conn.execute(
+        "INSERT INTO channels (channel_id, locked_window_ms, current_generation_id) VALUES ('kept', 60000, 7)"
+    )
+    for generation, previous in ((5, 0), (7, 5)):
+        conn.execute(
+            "INSERT INTO publishes (channel_id, generation_id, previous_generation_id, range_start_utc_ms, "
+            "range_end_utc_ms, reason_code, actor, operator_override, committed_utc_ms) "
+            "VALUES ('kept', ?, ?, 0, 1, '', 'a', 0, 0)",
+            (generation, previous),
+        )
     conn.close()
     store = SqliteStore(tmp_path)
     try:
@@ -110,5 +119,12 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: P
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    assert schema_version(conn) == len(MIGRATIONS) == 2
+    assert schema_version(conn) == len(MIGRATIONS) == 3
+    # Version 3 counts the kept publishes, and its floor is the oldest kept
+    # publish's previous generation; the clock floor starts at 0.
+    assert conn.execute("SELECT history_publishes, history_floor_generation FROM channels").fetchone() == (
+        2,
+        0,
+    )
+    assert conn.execute("SELECT acted_utc_ms FROM clock_floor").fetchone() == (0,)
     conn.close()

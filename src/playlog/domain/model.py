@@ -115,6 +115,12 @@ class PublishRecord:
     override_record_id: str
     committed_utc_ms: int
     entries: tuple[Entry, ...] = field(default=())
+    # A cut of the entry on air: `entries` begins with that block's kept part,
+    # which ends at range_start_utc_ms (SPEC section 2).
+    cut_block_id: str = ""
+    # The publish's watch event as sent on the wire, made once at commit for
+    # every subscriber (opaque here; empty when read back from history).
+    encoded_event: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)

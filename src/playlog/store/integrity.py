@@ -63,7 +63,30 @@ QUERIES: list[tuple[str, str]] = [
            FROM entries e JOIN publishes p ON p.channel_id = e.channel_id
                AND p.generation_id = e.generation_id
            WHERE (e.start_utc_ms < p.range_start_utc_ms OR e.end_utc_ms > p.range_end_utc_ms)
+               AND NOT (e.block_id = p.cut_block_id AND e.end_utc_ms = p.range_start_utc_ms)
                AND {_CH.format(alias="e.")}""",
+    ),
+    (
+        # A cut keeps the aired part of the entry on air under the cut's
+        # generation: that entry ends exactly where the publish's range starts.
+        "MIXED_GENERATIONS",
+        f"""SELECT p.channel_id, 'publish of generation ' || p.generation_id || ' cut block '
+               || p.cut_block_id || ' at ' || p.range_start_utc_ms
+               || ', but no entry of that generation ends there'
+           FROM publishes p
+           WHERE p.cut_block_id IS NOT NULL AND {_CH.format(alias="p.")}
+               AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.channel_id = p.channel_id
+                   AND e.generation_id = p.generation_id AND e.block_id = p.cut_block_id
+                   AND e.end_utc_ms = p.range_start_utc_ms)""",
+    ),
+    (
+        "GENERATION_BEHIND",
+        f"""SELECT c.channel_id, 'channel generation ' || c.current_generation_id
+               || ' is below generation ' || MAX(e.generation_id) || ' of its entries'
+           FROM channels c JOIN entries e ON e.channel_id = c.channel_id
+           WHERE {_CH.format(alias="c.")}
+           GROUP BY c.channel_id, c.current_generation_id
+           HAVING MAX(e.generation_id) > c.current_generation_id""",
     ),
     (
         "GAP",

@@ -126,4 +126,23 @@ CREATE TABLE clock_state (
 );
 """
 
-MIGRATIONS: list[str] = [V1, V2]
+# Version 3 (issue 8): the cut of the entry on air, retention counted in
+# publishes, and the latest instant the server acted on ("now" never moves
+# backwards, restarts included).
+V3 = """
+ALTER TABLE publishes ADD COLUMN cut_block_id TEXT;
+ALTER TABLE channels ADD COLUMN history_publishes BIGINT NOT NULL DEFAULT 0;
+UPDATE channels SET history_publishes =
+    (SELECT COUNT(*) FROM publishes p WHERE p.channel_id = channels.channel_id);
+UPDATE channels SET history_floor_generation = COALESCE(
+    (SELECT p.previous_generation_id FROM publishes p WHERE p.channel_id = channels.channel_id
+     ORDER BY p.generation_id LIMIT 1),
+    history_floor_generation);
+CREATE TABLE clock_floor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    acted_utc_ms BIGINT NOT NULL
+);
+INSERT INTO clock_floor (id, acted_utc_ms) VALUES (1, 0);
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]

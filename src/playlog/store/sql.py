@@ -276,7 +276,7 @@ class SqlView:
         rows = self._q(
             "SELECT channel_id, generation_id, previous_generation_id, range_start_utc_ms, "
             "range_end_utc_ms, reason_code, actor, operator_override, override_record_id, "
-            "committed_utc_ms FROM publishes WHERE channel_id = ? AND generation_id > ? "
+            "committed_utc_ms, cut_block_id FROM publishes WHERE channel_id = ? AND generation_id > ? "
             "ORDER BY generation_id LIMIT ?",
             (channel_id, after_generation_id, limit),
         ).fetchall()
@@ -300,6 +300,7 @@ class SqlView:
                     override_record_id=r[8] or "",
                     committed_utc_ms=r[9],
                     entries=tuple(_entry(e) for e in entries),
+                    cut_block_id=r[10] or "",
                 )
             )
         return out
@@ -430,7 +431,7 @@ class SqlView:
         self._q(
             "INSERT INTO publishes (channel_id, generation_id, previous_generation_id, "
             "range_start_utc_ms, range_end_utc_ms, reason_code, actor, operator_override, "
-            "override_record_id, committed_utc_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "override_record_id, committed_utc_ms, cut_block_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 c,
                 plan.generation_id,
@@ -442,10 +443,12 @@ class SqlView:
                 int(plan.override_record is not None),
                 record_id,
                 plan.committed_utc_ms,
+                plan.cut_block_id or None,
             ),
         )
         self._q(
-            "UPDATE channels SET current_generation_id = ? WHERE channel_id = ?",
+            "UPDATE channels SET current_generation_id = ?, history_publishes = history_publishes + 1 "
+            "WHERE channel_id = ?",
             (plan.generation_id, c),
         )
         self._after_publish(plan)
@@ -461,6 +464,7 @@ class SqlView:
             override_record_id=record_id or "",
             committed_utc_ms=plan.committed_utc_ms,
             entries=plan.entries,
+            cut_block_id=plan.cut_block_id,
         )
 
     def insert_schedule_day(self, day: ScheduleDay, superseded_id: str) -> None:
@@ -485,30 +489,47 @@ class SqlView:
             ),
         )
 
-    def prune_history(self, channel_id: str, keep_generations: int) -> None:
-        """Forget replay history older than the last keep_generations publishes.
+    def prune_history(self, channel_id: str, keep_publishes: int) -> None:
+        """Forget replay history older than the channel's last keep_publishes
+        publishes: a count of publishes, whatever their generation numbers.
 
-        Superseded entries of pruned generations go too; current entries (and
-        so the past) are never touched.
+        The floor becomes the oldest kept publish's previous generation: a
+        resume from there or above replays, from below resets. Superseded
+        entries only older publishes needed go too; current entries (and so
+        the past) are never touched.
         """
-        row = self._q(
-            "SELECT current_generation_id, history_floor_generation FROM channels WHERE channel_id = ?",
-            (channel_id,),
+        row = self._q("SELECT history_publishes FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+        if row is None or row[0] <= keep_publishes:
+            return
+        excess = int(row[0]) - keep_publishes
+        oldest_kept = self._q(
+            "SELECT generation_id, previous_generation_id FROM publishes WHERE channel_id = ? "
+            "ORDER BY generation_id LIMIT 1 OFFSET ?",
+            (channel_id, excess),
         ).fetchone()
-        if row is None:
-            return
-        floor = row[0] - keep_generations
-        if floor <= row[1]:
-            return
+        kept_generation, floor = int(oldest_kept[0]), int(oldest_kept[1])
         self._q(
-            "DELETE FROM entries WHERE channel_id = ? AND superseded_by_generation <= ?",
-            (channel_id, floor),
+            "DELETE FROM entries WHERE channel_id = ? AND superseded_by_generation < ?",
+            (channel_id, kept_generation),
         )
-        self._q("DELETE FROM publishes WHERE channel_id = ? AND generation_id <= ?", (channel_id, floor))
         self._q(
-            "UPDATE channels SET history_floor_generation = ? WHERE channel_id = ?",
-            (floor, channel_id),
+            "DELETE FROM publishes WHERE channel_id = ? AND generation_id < ?", (channel_id, kept_generation)
         )
+        self._q(
+            "UPDATE channels SET history_floor_generation = ?, history_publishes = ? WHERE channel_id = ?",
+            (floor, keep_publishes, channel_id),
+        )
+
+    def note_acted_at(self, now_utc_ms: int) -> None:
+        """Raises the clock's durable floor to now_utc_ms (never lowers it)."""
+        self._q(
+            "UPDATE clock_floor SET acted_utc_ms = :t WHERE id = 1 AND acted_utc_ms < :t",
+            {"t": now_utc_ms},
+        )
+
+    def clock_floor_utc_ms(self) -> int:
+        row = self._q("SELECT acted_utc_ms FROM clock_floor WHERE id = 1").fetchone()
+        return int(row[0]) if row else 0
 
 
 class SqlStore:
