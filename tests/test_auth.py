@@ -818,3 +818,35 @@ async def test_without_auth_every_caller_is_the_local_operator(running: Running)
     ).record
     assert record.actor == auth.LOCAL_PRINCIPAL.name
     assert record.actor_note == "me"
+
+
+async def test_a_scheduler_may_not_regenerate_over_an_operator_override_day(
+    authed: Authed, auth_log: AuthCapture
+) -> None:
+    """SPEC section 7: regenerating an override day undoes an operator's decision."""
+    await setup_air(authed)
+    s = authed.stubs
+    manual = await s.days.OperatorOverride(
+        sd.OperatorOverrideRequest(schedule_day=schedule_day(CH, DATES[0], plan_id=""), reason_code="SPORT"),
+        metadata=authed.op,
+    )
+    assert manual.ok, manual
+    before = await state(authed)
+    regenerate = sd.ForceRegenerateRequest(schedule_day=schedule_day(CH, DATES[0]), reason_code="NIGHTLY")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await s.days.ForceRegenerate(regenerate, metadata=authed.md(SCHEDULER))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "operator" in details(refused.value) and "nothing was changed" in details(refused.value)
+    assert await state(authed) == before
+    # A plan day is still the scheduler's to regenerate; the operator may regenerate the override.
+    plain = await s.days.ForceRegenerate(
+        sd.ForceRegenerateRequest(schedule_day=schedule_day(CH, DATES[1])), metadata=authed.md(SCHEDULER)
+    )
+    assert plain.ok and not plain.override_record_id, plain
+    by_operator = await s.days.ForceRegenerate(regenerate, metadata=authed.op)
+    assert by_operator.ok and by_operator.override_record_id, by_operator
+    record = await s.audit.GetOverrideRecord(
+        audit.GetOverrideRecordRequest(id=by_operator.override_record_id), metadata=authed.op
+    )
+    assert record.record.actor == OPERATOR
+    assert record.record.superseded.schedule_day_id == manual.schedule_day.id

@@ -18,7 +18,8 @@ from grpc_status import rpc_status
 from playlog.api import Context
 from playlog.app.service import DeadlineExceeded, UnknownChannel
 from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
-from playlog.domain.rejection import FieldViolation, MalformedRequest
+from playlog.domain.rejection import FieldViolation, MalformedRequest, Rejection
+from playlog.domain.schedule_days import OperatorRoleRequired
 from playlog.events import emit
 from playlog.store.base import StoreError
 
@@ -27,6 +28,26 @@ log = logging.getLogger("playlog.api")
 
 class NotFound(LookupError):
     pass
+
+
+class WriteRefused(Exception):
+    """A domain refusal of an RPC whose response has no result fields."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.detail)
+        self.rejection = rejection
+
+
+def refused_status(rejection: Rejection) -> grpc.Status:
+    """INTERNAL (the store failed; nothing changed) with the ErrorCode as an
+    ErrorInfo reason (AIP-193), so a client can tell it apart."""
+    code = f"ERROR_CODE_{rejection.code.value}"
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=code, domain="playlog.v1"))
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INTERNAL, message=f"{code}: {rejection.detail}", details=[detail])
+    )
+    return status
 
 
 def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
@@ -50,6 +71,10 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
     """Aborts the call with the status `exc` stands for (never returns)."""
     if isinstance(exc, MalformedRequest):
         await context.abort_with_status(invalid_argument_status(exc.violations))
+    if isinstance(exc, WriteRefused):
+        await context.abort_with_status(refused_status(exc.rejection))
+    if isinstance(exc, OperatorRoleRequired):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, UnknownChannel):
         await context.abort(
             grpc.StatusCode.NOT_FOUND,

@@ -8,21 +8,21 @@ import asyncio
 import base64
 import contextvars
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-import grpc
-
 from playlog import metrics
 from playlog.api import Context, convert
-from playlog.api.errors import NotFound
+from playlog.api.errors import NotFound, WriteRefused
 from playlog.app.service import DayOutcome, Playlog, PublishOutcome
-from playlog.auth import current_principal
-from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock
+from playlog.auth import Role, current_principal
+from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock, TimeMovesForwardOnly
 from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.domain.validation import check_date, check_id, raise_if_any
+from playlog.events import emit
 from playlog.v1 import (
     audit_service_pb2 as audit_pb,
 )
@@ -56,6 +56,8 @@ from playlog.v1 import (
 from playlog.v1 import types_pb2 as pb
 
 T = TypeVar("T")
+
+log = logging.getLogger("playlog.api")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -103,8 +105,10 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
             request.actor,
         )
         if outcome.rejection is not None:
+            # DeclareChannelResponse has no result fields: the refusal (only a
+            # failed override record can refuse a declaration) is a status.
             metrics.REJECTIONS.labels("DeclareChannel", outcome.rejection.code.value).inc()
-            await context.abort(grpc.StatusCode.INTERNAL, outcome.rejection.detail)
+            raise WriteRefused(outcome.rejection)
         if outcome.override_record_id:
             metrics.OVERRIDES.labels("CHANNEL").inc()
         return channel_pb.DeclareChannelResponse(
@@ -249,7 +253,19 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
     async def ForceRegenerate(
         self, request: day_pb.ForceRegenerateRequest, context: Context
     ) -> pb.ScheduleDayResult:
-        return await self._write("ForceRegenerate", self.playlog.force_regenerate, request)
+        day = convert.schedule_day_from_pb(request.schedule_day)
+        # Over an operator's override day this needs the operator role, known
+        # only once the store says who made the day (SPEC section 7).
+        caller = current_principal.get()
+        outcome = await self.run(
+            self.playlog.force_regenerate,
+            day,
+            request.reason_code,
+            caller.name,
+            request.actor,
+            caller.has(Role.OPERATOR),
+        )
+        return self._result(outcome, "ForceRegenerate")
 
     async def OperatorOverride(
         self, request: day_pb.OperatorOverrideRequest, context: Context
@@ -379,19 +395,31 @@ class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
     async def GetTime(self, request: clock_pb.GetTimeRequest, context: Context) -> clock_pb.GetTimeResponse:
         return clock_pb.GetTimeResponse(now_utc_ms=self._manual().now_utc_ms(), manual=True)
 
-    async def _move(self, target: Callable[[ManualClock], int]) -> int:
+    async def _move(self, rpc: str, target: Callable[[ManualClock], int]) -> int:
         clock = self._manual()
         async with self._moving:
-            now = target(clock)
+            try:
+                now = target(clock)
+            except TimeMovesForwardOnly as refused:
+                emit(
+                    log,
+                    logging.WARNING,
+                    "clock_move_refused",
+                    rpc=rpc,
+                    principal=_principal(),
+                    now_utc_ms=clock.now_utc_ms(),
+                    reason=str(refused),
+                )
+                raise
             await self.run(self.playlog.save_manual_clock, now)
             return clock.set_utc_ms(now)
 
     async def SetTime(self, request: clock_pb.SetTimeRequest, context: Context) -> clock_pb.SetTimeResponse:
-        now = await self._move(lambda clock: clock.check_target(request.now_utc_ms))
+        now = await self._move("SetTime", lambda clock: clock.check_target(request.now_utc_ms))
         return clock_pb.SetTimeResponse(now_utc_ms=now)
 
     async def AdvanceTime(
         self, request: clock_pb.AdvanceTimeRequest, context: Context
     ) -> clock_pb.AdvanceTimeResponse:
-        now = await self._move(lambda clock: clock.advance_target(request.delta_ms))
+        now = await self._move("AdvanceTime", lambda clock: clock.advance_target(request.delta_ms))
         return clock_pb.AdvanceTimeResponse(now_utc_ms=now)

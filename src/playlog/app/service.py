@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from playlog import metrics
 from playlog.clock import Clock
@@ -38,7 +40,7 @@ from playlog.domain.publish import (
     decide_publish,
     decide_replace_entry,
 )
-from playlog.domain.rejection import MalformedRequest, Rejection
+from playlog.domain.rejection import Evidence, FieldViolation, MalformedRequest, Rejection
 from playlog.domain.windows import locked_until
 from playlog.events import log_malformed, log_rejection
 from playlog.store.base import (
@@ -113,6 +115,17 @@ class Snapshot:
 PublishListener = Callable[[PublishRecord], None]
 
 
+class _Plan(Protocol):
+    """What every write decision has: the override record to persist first, if any."""
+
+    @property
+    def override_record(self) -> OverrideRecord | None: ...
+
+
+_P = TypeVar("_P", bound=_Plan)
+_R = TypeVar("_R")
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -132,12 +145,18 @@ class Playlog:
         clock: Clock,
         *,
         max_entries_per_publish: int = 10_000,
-        history_retention_generations: int = 100_000,
+        history_retention_publishes: int = 100_000,
+        event_encoder: Callable[[PublishRecord], bytes] | None = None,
+        max_event_bytes: int = 0,
     ) -> None:
         self.store = store
         self.clock = clock
         self.max_entries_per_publish = max_entries_per_publish
-        self.history_retention_generations = history_retention_generations
+        self.history_retention_publishes = history_retention_publishes
+        # Serializes a publish's watch event (the edge's wire form), so that a
+        # publish too large for any watcher is refused before it commits.
+        self.event_encoder = event_encoder
+        self.max_event_bytes = max_event_bytes
         self._publish_listeners: list[PublishListener] = []
         self._commit_order = threading.Lock()
         self._channel_listeners: list[Callable[[Channel], None]] = []
@@ -150,6 +169,59 @@ class Playlog:
         """Called with a channel after a declaration changed it (and committed)."""
         self._channel_listeners.append(listener)
 
+    # -- the one write skeleton ---------------------------------------------------
+
+    def _write(
+        self,
+        rpc: str,
+        channel_id: str,
+        operator_override: bool,
+        principal: str,
+        decide: Callable[[WriteView, int], _P | Rejection],
+        apply: Callable[[WriteView, _P, int], _R],
+        validate: Callable[[], None] | None = None,
+    ) -> _R | Rejection:
+        """Every write, one shape (DESIGN-NOTES "one skeleton per concern"):
+        check the request, take the store's write transaction, read "now" under
+        it, let the domain decide from the facts, persist the override record
+        first, apply, note the instant acted on, commit. A refusal changes
+        nothing and is logged with its evidence; a storage failure of a write
+        that carries an override record is OVERRIDE_RECORD_PERSIST_FAILED (the
+        record and its artifact commit together, so neither exists)."""
+        now = 0
+        carries_record = operator_override
+        try:
+            if validate is not None:
+                validate()
+            with self._writing(rpc) as w:
+                # "now" is read under the write lock: the windows it defines
+                # hold for the whole decision and commit.
+                now = self.clock.now_utc_ms()
+                decision = decide(w, now)
+                if isinstance(decision, Rejection):
+                    raise _Refused(decision)
+                record = decision.override_record
+                if record is not None:
+                    carries_record = True
+                    self._persist_record(w, record)
+                result = apply(w, decision, now)
+                # "Now" never moves backwards, restarts included: the clock's
+                # floor is the latest instant a write acted on.
+                w.note_acted_at(now)
+        except _Refused as refused:
+            self._log(refused.rejection, rpc, channel_id, operator_override, principal, now)
+            return refused.rejection
+        except MalformedRequest as exc:
+            log_malformed(rpc, channel_id, exc, operator_override, principal)
+            raise
+        except StoreError as exc:
+            if not carries_record:
+                raise
+            rejection = _persist_failed(exc)
+            self._log(rejection, rpc, channel_id, operator_override, principal, now)
+            return rejection
+        return result
+
     # -- channels -------------------------------------------------------------
 
     def declare_channel(
@@ -160,39 +232,42 @@ class Playlog:
         principal: str,
         actor_note: str,
     ) -> DeclareOutcome:
-        try:
-            channel_rules.validate_declare(channel_id, locked_window_ms)
-        except MalformedRequest as exc:
-            log_malformed("DeclareChannel", channel_id, exc, False, principal)
-            raise
-        try:
-            with self._writing("declare_channel") as w:
-                now = self.clock.now_utc_ms()
-                plan = channel_rules.decide_declare(
-                    channel_id,
-                    locked_window_ms,
-                    w.get_channel(channel_id),
-                    now,
-                    new_id(),
-                    reason_code,
-                    principal,
-                    actor_note,
-                )
-                if plan.override_record is not None:
-                    self._persist_record(w, plan.override_record)
-                if plan.created:
-                    w.insert_channel(plan.channel)
-                elif plan.changed:
-                    w.update_channel_locked_window(channel_id, locked_window_ms)
-        except _Refused as refused:
-            self._log(refused.rejection, "DeclareChannel", channel_id, True, principal)
+        def decide(w: WriteView, now: int) -> channel_rules.DeclarePlan:
+            return channel_rules.decide_declare(
+                channel_id,
+                locked_window_ms,
+                w.get_channel(channel_id),
+                now,
+                new_id(),
+                reason_code,
+                principal,
+                actor_note,
+            )
+
+        def apply(w: WriteView, plan: channel_rules.DeclarePlan, now: int) -> channel_rules.DeclarePlan:
+            if plan.created:
+                w.insert_channel(plan.channel)
+            elif plan.changed:
+                w.update_channel_locked_window(channel_id, locked_window_ms)
+            return plan
+
+        outcome = self._write(
+            "DeclareChannel",
+            channel_id,
+            False,
+            principal,
+            decide,
+            apply,
+            lambda: channel_rules.validate_declare(channel_id, locked_window_ms),
+        )
+        if isinstance(outcome, Rejection):
             existing = self.get_channel(channel_id)
-            return DeclareOutcome(existing or plan.channel, False, "", refused.rejection)
-        record_id = plan.override_record.id if plan.override_record else ""
-        if plan.changed:
+            return DeclareOutcome(existing or Channel(channel_id, locked_window_ms), False, "", outcome)
+        if outcome.changed:
             for listener in self._channel_listeners:
-                listener(plan.channel)
-        return DeclareOutcome(plan.channel, plan.changed, record_id)
+                listener(outcome.channel)
+        record_id = outcome.override_record.id if outcome.override_record else ""
+        return DeclareOutcome(outcome.channel, outcome.changed, record_id)
 
     def get_channel(self, channel_id: str) -> Channel | None:
         with self.store.read() as r:
@@ -205,8 +280,7 @@ class Playlog:
     # -- execution window writes -------------------------------------------------
 
     def publish(self, request: PublishRequest) -> PublishOutcome:
-        rpc = "PublishAtomicReplace"
-        try:
+        def validate() -> None:
             validation.validate_publish(
                 request.channel_id,
                 request.range_start_utc_ms,
@@ -216,9 +290,6 @@ class Playlog:
                 request.reason_code,
                 self.max_entries_per_publish,
             )
-        except MalformedRequest as exc:
-            log_malformed(rpc, request.channel_id, exc, request.operator_override, request.actor)
-            raise
 
         def decide(w: WriteView, now: int) -> PublishPlan | Rejection:
             c = request.channel_id
@@ -240,11 +311,10 @@ class Playlog:
             )
             return decide_publish(request, facts, now, new_id())
 
-        return self._write_publish(rpc, request.channel_id, request.operator_override, request.actor, decide)
+        return self._write_publish("PublishAtomicReplace", request.channel_id, request, decide, validate)
 
     def replace_entry(self, request: ReplaceEntryRequest) -> PublishOutcome:
-        rpc = "ReplaceEntry"
-        try:
+        def validate() -> None:
             validation.validate_replace_entry(
                 request.channel_id,
                 request.block_id,
@@ -252,9 +322,6 @@ class Playlog:
                 request.operator_override,
                 request.reason_code,
             )
-        except MalformedRequest as exc:
-            log_malformed(rpc, request.channel_id, exc, request.operator_override, request.actor)
-            raise
 
         def decide(w: WriteView, now: int) -> PublishPlan | Rejection:
             c = request.channel_id
@@ -265,57 +332,53 @@ class Playlog:
             )
             return decide_replace_entry(request, facts, now, new_id())
 
-        return self._write_publish(rpc, request.channel_id, request.operator_override, request.actor, decide)
+        return self._write_publish("ReplaceEntry", request.channel_id, request, decide, validate)
 
     def _write_publish(
         self,
         rpc: str,
         channel_id: str,
-        operator_override: bool,
-        principal: str,
+        request: PublishRequest | ReplaceEntryRequest,
         decide: Callable[[WriteView, int], PublishPlan | Rejection],
+        validate: Callable[[], None],
     ) -> PublishOutcome:
+        def apply(w: WriteView, plan: PublishPlan, now: int) -> PublishRecord:
+            committed = w.apply_publish(plan)
+            if self.event_encoder is not None:
+                committed = self._encoded_within_limit(committed)
+            if self.history_retention_publishes:
+                w.prune_history(channel_id, self.history_retention_publishes)
+            return committed
+
         # Held from before the write until its listeners have been told, so
         # subscribers hear of publishes in generation order.
         with self._commit_order:
-            return self._write_publish_ordered(rpc, channel_id, operator_override, principal, decide)
+            outcome = self._write(
+                rpc, channel_id, request.operator_override, request.actor, decide, apply, validate
+            )
+            if isinstance(outcome, Rejection):
+                return PublishOutcome(False, rejection=outcome)
+            for listener in self._publish_listeners:
+                listener(outcome)
+        return PublishOutcome(True, outcome.generation_id, outcome.override_record_id)
 
-    def _write_publish_ordered(
-        self,
-        rpc: str,
-        channel_id: str,
-        operator_override: bool,
-        principal: str,
-        decide: Callable[[WriteView, int], PublishPlan | Rejection],
-    ) -> PublishOutcome:
-        now = 0
-        try:
-            with self._writing(rpc) as w:
-                # "now" is read under the write lock: the windows it defines hold
-                # for the whole decision and commit.
-                now = self.clock.now_utc_ms()
-                decision = decide(w, now)
-                if isinstance(decision, Rejection):
-                    raise _Refused(decision)
-                if decision.override_record is not None:
-                    self._persist_record(w, decision.override_record)
-                committed = w.apply_publish(decision)
-                if self.history_retention_generations:
-                    w.prune_history(channel_id, self.history_retention_generations)
-        except _Refused as refused:
-            self._log(refused.rejection, rpc, channel_id, operator_override, principal, now)
-            return PublishOutcome(False, rejection=refused.rejection)
-        except StoreError as exc:
-            if not operator_override:
-                raise
-            # The record and its artifact commit together; if the commit
-            # failed, neither exists.
-            rejection = _persist_failed(exc)
-            self._log(rejection, rpc, channel_id, operator_override, principal, now)
-            return PublishOutcome(False, rejection=rejection)
-        for listener in self._publish_listeners:
-            listener(committed)
-        return PublishOutcome(True, committed.generation_id, committed.override_record_id)
+    def _encoded_within_limit(self, committed: PublishRecord) -> PublishRecord:
+        """The publish's watch event, serialized once for every subscriber; a
+        publish whose event no watcher could receive is malformed (SPEC section 6)."""
+        assert self.event_encoder is not None
+        encoded = self.event_encoder(committed)
+        if self.max_event_bytes and len(encoded) > self.max_event_bytes:
+            raise MalformedRequest(
+                [
+                    FieldViolation(
+                        "entries",
+                        f"the publish's watch event would be {len(encoded)} bytes, above the server's "
+                        f"message limit of {self.max_event_bytes} bytes: no watcher could receive it; "
+                        "split it into several publishes of smaller ranges",
+                    )
+                ]
+            )
+        return dataclasses.replace(committed, encoded_event=encoded)
 
     @contextlib.contextmanager
     def _writing(self, operation: str) -> Iterator[WriteView]:
@@ -412,8 +475,12 @@ class Playlog:
     def store_schedule_day(self, day: ScheduleDay, reason_code: str, principal: str, note: str) -> DayOutcome:
         return self._write_day(day_rules.DayWrite.STORE, day, reason_code, principal, note)
 
-    def force_regenerate(self, day: ScheduleDay, reason_code: str, principal: str, note: str) -> DayOutcome:
-        return self._write_day(day_rules.DayWrite.FORCE_REGENERATE, day, reason_code, principal, note)
+    def force_regenerate(
+        self, day: ScheduleDay, reason_code: str, principal: str, note: str, caller_is_operator: bool = False
+    ) -> DayOutcome:
+        return self._write_day(
+            day_rules.DayWrite.FORCE_REGENERATE, day, reason_code, principal, note, caller_is_operator
+        )
 
     def operator_override_day(
         self, day: ScheduleDay, reason_code: str, principal: str, note: str
@@ -426,44 +493,70 @@ class Playlog:
         return DayOutcome(False, rejection=rejection)
 
     def _write_day(
-        self, write: str, day: ScheduleDay, reason_code: str, principal: str, note: str
+        self,
+        write: str,
+        day: ScheduleDay,
+        reason_code: str,
+        principal: str,
+        note: str,
+        caller_is_operator: bool = False,
     ) -> DayOutcome:
         override = write == day_rules.DayWrite.OPERATOR_OVERRIDE
+
+        def decide(w: WriteView, now: int) -> day_rules.DayPlan | Rejection:
+            known = w.get_channel(day.channel_id) is not None
+            current = w.authoritative_day(day.channel_id, day.programming_day_date)
+            if write == day_rules.DayWrite.STORE:
+                return day_rules.decide_store(day, known, current, new_id(), now)
+            if write == day_rules.DayWrite.FORCE_REGENERATE:
+                return day_rules.decide_force_regenerate(
+                    day,
+                    known,
+                    current,
+                    new_id(),
+                    now,
+                    caller_is_operator=caller_is_operator,
+                    record_id=new_id(),
+                    reason_code=reason_code,
+                    actor=principal,
+                    actor_note=note,
+                )
+            return day_rules.decide_operator_override(
+                day, known, current, new_id(), new_id(), now, reason_code, principal, note
+            )
+
+        def apply(w: WriteView, plan: day_rules.DayPlan, now: int) -> day_rules.DayPlan:
+            w.insert_schedule_day(plan.day, plan.superseded.id if plan.superseded else "")
+            return plan
+
         try:
-            day_rules.validate_schedule_day(day, write, reason_code)
-        except MalformedRequest as exc:
-            log_malformed(write, day.channel_id, exc, override, principal)
+            outcome = self._write(
+                write,
+                day.channel_id,
+                override,
+                principal,
+                decide,
+                apply,
+                lambda: day_rules.validate_schedule_day(day, write, reason_code),
+            )
+        except day_rules.OperatorRoleRequired as refused:
+            log_rejection(
+                write,
+                day.channel_id,
+                Rejection(
+                    ErrorCode.SCHEDULE_DAY_IMMUTABLE,
+                    str(refused),
+                    Evidence(programming_day_date=day.programming_day_date),
+                ),
+                override,
+                principal,
+                self.clock.now_utc_ms(),
+            )
             raise
-        try:
-            with self._writing(write) as w:
-                now = self.clock.now_utc_ms()
-                known = w.get_channel(day.channel_id) is not None
-                current = w.authoritative_day(day.channel_id, day.programming_day_date)
-                decision: day_rules.DayPlan | Rejection
-                if write == day_rules.DayWrite.STORE:
-                    decision = day_rules.decide_store(day, known, current, new_id(), now)
-                elif write == day_rules.DayWrite.FORCE_REGENERATE:
-                    decision = day_rules.decide_force_regenerate(day, known, current, new_id(), now)
-                else:
-                    decision = day_rules.decide_operator_override(
-                        day, known, current, new_id(), new_id(), now, reason_code, principal, note
-                    )
-                if isinstance(decision, Rejection):
-                    raise _Refused(decision)
-                if decision.override_record is not None:
-                    self._persist_record(w, decision.override_record)
-                w.insert_schedule_day(decision.day, decision.superseded.id if decision.superseded else "")
-        except _Refused as refused:
-            self._log(refused.rejection, write, day.channel_id, override, principal)
-            return DayOutcome(False, rejection=refused.rejection)
-        except StoreError as exc:
-            if not override:
-                raise
-            rejection = _persist_failed(exc)
-            self._log(rejection, write, day.channel_id, override, principal)
-            return DayOutcome(False, rejection=rejection)
-        record_id = decision.override_record.id if decision.override_record else ""
-        return DayOutcome(True, decision.day, record_id)
+        if isinstance(outcome, Rejection):
+            return DayOutcome(False, rejection=outcome)
+        record_id = outcome.override_record.id if outcome.override_record else ""
+        return DayOutcome(True, outcome.day, record_id)
 
     def get_schedule_day(self, channel_id: str, date: str) -> ScheduleDay | None:
         with self.store.read() as r:
@@ -478,6 +571,12 @@ class Playlog:
     def save_manual_clock(self, now_utc_ms: int) -> None:
         with self._writing("manual_clock") as w:
             w.save_manual_clock_utc_ms(now_utc_ms)
+            w.note_acted_at(now_utc_ms)
+
+    def note_acted_at(self, now_utc_ms: int) -> None:
+        """Keeps `now_utc_ms` as the clock's floor (clean shutdown)."""
+        with self._writing("clock_floor") as w:
+            w.note_acted_at(now_utc_ms)
 
     # -- watching ------------------------------------------------------------------
 

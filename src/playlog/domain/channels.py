@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from playlog.domain.model import Channel, OverrideLayer, OverrideRecord
-from playlog.domain.rejection import FieldViolation
+from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.domain.validation import check_id, raise_if_any
-
-DEFAULT_REDECLARE_REASON = "CHANNEL_REDECLARED"
 
 
 @dataclass(frozen=True)
@@ -42,12 +40,23 @@ def decide_declare(
         return DeclarePlan(Channel(channel_id, locked_window_ms, 0), True, True, None)
     if existing.locked_window_ms == locked_window_ms:
         return DeclarePlan(existing, False, False, None)
+    if not reason_code.strip():
+        raise MalformedRequest(
+            [
+                FieldViolation(
+                    "reason_code",
+                    f"required to change the lock depth of channel {channel_id!r} "
+                    f"(from {existing.locked_window_ms} to {locked_window_ms} ms): say why; "
+                    "the change is an audited override",
+                )
+            ]
+        )
     record = OverrideRecord(
         id=override_record_id,
         layer=OverrideLayer.CHANNEL,
         channel_id=channel_id,
         target="channel locked_window_ms",
-        reason_code=reason_code or DEFAULT_REDECLARE_REASON,
+        reason_code=reason_code,
         actor=actor,
         actor_note=actor_note,
         created_utc_ms=now_utc_ms,

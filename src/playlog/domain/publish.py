@@ -71,6 +71,9 @@ class PublishPlan:
     reason_code: str
     actor: str
     committed_utc_ms: int
+    # Set when the publish cuts the entry on air: `entries` then begins with
+    # that entry's kept part, which lies before the range (SPEC section 2).
+    cut_block_id: str = ""
 
 
 def decide_publish(
@@ -81,17 +84,55 @@ def decide_publish(
         return _unknown_channel(request.channel_id)
     channel = facts.channel
     new_entries = tuple(sorted(request.entries, key=lambda e: e.start_utc_ms))
+    on_air = _entry_cut_by(request, facts.affected, now_utc_ms)
     rejection = (
         _check_past(request, facts.affected, new_entries, channel, now_utc_ms)
         or _check_locked(request, facts.affected, new_entries, channel, now_utc_ms)
         or _check_generation(request.generation_id, channel)
-        or _check_contiguity(request, facts, new_entries)
-        or _check_block_ids(facts.block_ids_in_use_outside)
+        or _check_contiguity(request, facts, new_entries, on_air)
+        or _check_block_ids(facts.block_ids_in_use_outside, on_air, new_entries)
         or _check_derivation(request, new_entries, facts.dates_with_schedule_day)
     )
     if rejection is not None:
         return rejection
-    return _plan(request, facts.affected, new_entries, channel, now_utc_ms, override_record_id)
+    return _plan(request, facts.affected, new_entries, channel, now_utc_ms, override_record_id, on_air)
+
+
+def _entry_cut_by(request: PublishRequest, affected: Sequence[Entry], now: int) -> Entry | None:
+    """The entry on air when the range starts inside it, at or after now: a cut.
+
+    Its aired part [start, now) and the part up to the range start stay as they
+    are; only what follows the range start is replaced (SPEC section 2).
+    """
+    rs = request.range_start_utc_ms
+    for entry in affected:
+        if entry.start_utc_ms < now < entry.end_utc_ms and now <= rs < entry.end_utc_ms:
+            return entry
+    return None
+
+
+def cut_entry(entry: Entry, at_utc_ms: int, generation_id: int, override_record_id: str) -> Entry:
+    """The part of `entry` before `at_utc_ms`: same block id and segments up to
+    the cut, the segment spanning it shortened to end there; stamped with the
+    cut's generation and override record."""
+    kept = []
+    start = entry.start_utc_ms
+    for segment in entry.segments:
+        if start >= at_utc_ms:
+            break
+        end = start + segment.duration_ms
+        kept.append(
+            segment if end <= at_utc_ms else dataclasses.replace(segment, duration_ms=at_utc_ms - start)
+        )
+        start = end
+    return dataclasses.replace(
+        entry,
+        end_utc_ms=at_utc_ms,
+        segments=tuple(kept),
+        generation_id=generation_id,
+        is_operator_override=True,
+        override_record_id=override_record_id,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +181,8 @@ def decide_replace_entry(
     )
     channel = facts.channel
     rejection = (
-        _check_past(as_publish, (existing,), (), channel, now_utc_ms)
+        _check_on_air(as_publish, existing, channel, now_utc_ms)
+        or _check_past(as_publish, (existing,), (), channel, now_utc_ms)
         or _check_locked(as_publish, (existing,), (), channel, now_utc_ms)
         or _check_same_span(existing, new_entry)
         or _check_derivation(as_publish, (new_entry,), facts.dates_with_schedule_day)
@@ -195,14 +237,45 @@ def _check_past(
                 f"at or before now ({now}); nothing is created in the past",
                 _window_evidence(entry, request, channel, now, WindowStatus.PAST),
             )
-    if request.range_end_utc_ms <= now:
+    if request.range_start_utc_ms < now:
+        on_air = next((e for e in affected if e.start_utc_ms < now < e.end_utc_ms), None)
+        advice = (
+            f"; block {on_air.block_id!r} [{on_air.start_utc_ms}, {on_air.end_utc_ms}) is on air: "
+            f"change it by a cut, an override whose range starts at a C with {now} <= C < "
+            f"{on_air.end_utc_ms} (its aired part is kept)"
+            if on_air is not None
+            else ""
+        )
         return Rejection(
             ErrorCode.PAST_WINDOW_IMMUTABLE,
-            f"range [{request.range_start_utc_ms}, {request.range_end_utc_ms}) lies wholly in the "
-            f"past (now is {now}); the past is never rewritten",
-            _window_evidence(None, request, channel, now, WindowStatus.PAST),
+            f"range [{request.range_start_utc_ms}, {request.range_end_utc_ms}) starts before now "
+            f"({now}); what has aired is never rewritten or re-created, override or not. Start the "
+            f"range at or after {now}{advice}",
+            _window_evidence(on_air, request, channel, now, WindowStatus.PAST),
         )
+    for entry in new_entries:
+        if entry.start_utc_ms < now:
+            return Rejection(
+                ErrorCode.PAST_WINDOW_IMMUTABLE,
+                f"new block {entry.block_id!r} [{entry.start_utc_ms}, {entry.end_utc_ms}) would start "
+                f"before now ({now}); nothing is created in time that has elapsed",
+                _window_evidence(entry, request, channel, now, WindowStatus.PAST),
+            )
     return None
+
+
+def _check_on_air(request: PublishRequest, existing: Entry, channel: Channel, now: int) -> Rejection | None:
+    """ReplaceEntry replaces a whole entry: never the entry on air, whose start has aired."""
+    if not existing.start_utc_ms < now < existing.end_utc_ms:
+        return None
+    return Rejection(
+        ErrorCode.PAST_WINDOW_IMMUTABLE,
+        f"block {existing.block_id!r} [{existing.start_utc_ms}, {existing.end_utc_ms}) is on air "
+        f"(now is {now}): its aired part is never rewritten, so it cannot be replaced whole. "
+        f"Change it by a cut: PublishAtomicReplace with operator_override = true and a range "
+        f"starting at a C with {now} <= C < {existing.end_utc_ms}; the entry keeps [start, C)",
+        _window_evidence(existing, request, channel, now, WindowStatus.LOCKED),
+    )
 
 
 def _check_locked(
@@ -279,7 +352,7 @@ def _contiguity(detail: str, request: PublishRequest, entry: Entry | None = None
 
 
 def _check_contiguity(
-    request: PublishRequest, facts: PublishFacts, new_entries: Sequence[Entry]
+    request: PublishRequest, facts: PublishFacts, new_entries: Sequence[Entry], on_air: Entry | None
 ) -> Rejection | None:
     """Afterwards the channel's entries must be one gap-free, overlap-free run.
 
@@ -289,6 +362,8 @@ def _check_contiguity(
     """
     rs, re_ = request.range_start_utc_ms, request.range_end_utc_ms
     for entry in facts.affected:
+        if entry is on_air and entry.end_utc_ms <= re_:
+            continue  # a cut: its part before the range start stays
         if entry.start_utc_ms < rs or entry.end_utc_ms > re_:
             return _contiguity(
                 f"range [{rs}, {re_}) cuts {_describe(entry)}; a publish replaces whole entries: "
@@ -297,7 +372,9 @@ def _check_contiguity(
                 entry,
             )
     sequence: list[Entry] = []
-    if facts.left_neighbour is not None:
+    if on_air is not None:
+        sequence.append(dataclasses.replace(on_air, end_utc_ms=rs))
+    elif facts.left_neighbour is not None:
         sequence.append(facts.left_neighbour)
     sequence.extend(new_entries)
     if facts.right_neighbour is not None:
@@ -319,7 +396,11 @@ def _check_contiguity(
     return None
 
 
-def _check_block_ids(in_use: frozenset[str]) -> Rejection | None:
+def _check_block_ids(
+    in_use: frozenset[str], on_air: Entry | None, new_entries: Sequence[Entry]
+) -> Rejection | None:
+    if on_air is not None and any(e.block_id == on_air.block_id for e in new_entries):
+        in_use = in_use | {on_air.block_id}  # the cut keeps that id for the aired part
     if in_use:
         ids = ", ".join(repr(b) for b in sorted(in_use))
         return Rejection(
@@ -374,6 +455,7 @@ def _plan(
     channel: Channel,
     now: int,
     override_record_id: str,
+    on_air: Entry | None = None,
 ) -> PublishPlan:
     generation = request.generation_id or channel.current_generation_id + 1
     record_id = override_record_id if request.operator_override else ""
@@ -387,13 +469,18 @@ def _plan(
         )
         for entry in new_entries
     )
+    target = f"execution_window [{request.range_start_utc_ms}, {request.range_end_utc_ms})"
+    if on_air is not None:
+        # The cut entry's aired part comes first, under the new generation.
+        stamped = (cut_entry(on_air, request.range_start_utc_ms, generation, record_id), *stamped)
+        target += f", cutting block {on_air.block_id} at {request.range_start_utc_ms}"
     record = None
     if request.operator_override:
         record = OverrideRecord(
             id=record_id,
             layer=OverrideLayer.EXECUTION_WINDOW,
             channel_id=request.channel_id,
-            target=f"execution_window [{request.range_start_utc_ms}, {request.range_end_utc_ms})",
+            target=target,
             reason_code=request.reason_code,
             actor=request.actor,
             actor_note=request.actor_note,
@@ -414,6 +501,7 @@ def _plan(
         entries=stamped,
         superseded=tuple(affected),
         override_record=record,
+        cut_block_id=on_air.block_id if on_air is not None else "",
         reason_code=request.reason_code,
         actor=request.actor,
         committed_utc_ms=now,

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from playlog.domain.model import ErrorCode, OverrideLayer, OverrideRecord, ScheduleDay
-from playlog.domain.rejection import Evidence, FieldViolation, Rejection
+from playlog.domain.rejection import Evidence, FieldViolation, MalformedRequest, Rejection
 from playlog.domain.validation import (
     check_date,
     check_id,
@@ -84,8 +84,22 @@ def decide_store(
     return DayPlan(_materialize(day, new_id, now, "", False, ""), None, None)
 
 
+class OperatorRoleRequired(PermissionError):
+    """The write would undo an operator's decision: only an operator may make it."""
+
+
 def decide_force_regenerate(
-    day: ScheduleDay, channel_known: bool, current: ScheduleDay | None, new_id: str, now: int
+    day: ScheduleDay,
+    channel_known: bool,
+    current: ScheduleDay | None,
+    new_id: str,
+    now: int,
+    *,
+    caller_is_operator: bool = False,
+    record_id: str = "",
+    reason_code: str = "",
+    actor: str = "",
+    actor_note: str = "",
 ) -> DayPlan | Rejection:
     if not channel_known:
         return _unknown_channel(day)
@@ -93,7 +107,39 @@ def decide_force_regenerate(
         return _untraceable(day, DayWrite.FORCE_REGENERATE)
     if current is None:
         return _no_day(day, "StoreScheduleDay")
-    return DayPlan(_materialize(day, new_id, now, current.id, False, ""), current, None)
+    if not current.is_manual_override:
+        return DayPlan(_materialize(day, new_id, now, current.id, False, ""), current, None)
+    # Regenerating over an operator override undoes an operator's decision
+    # (SPEC section 7): the operator role, a reason and a record first.
+    if not caller_is_operator:
+        raise OperatorRoleRequired(
+            f"the ScheduleDay of {day.programming_day_date} ({current.id}) was made by an operator "
+            "override; regenerating it undoes that decision and needs the operator role; "
+            "nothing was changed"
+        )
+    if not reason_code.strip():
+        raise MalformedRequest(
+            [
+                FieldViolation(
+                    "reason_code",
+                    f"required: the ScheduleDay of {day.programming_day_date} was made by an operator "
+                    "override, and regenerating it is an audited override",
+                )
+            ]
+        )
+    record = OverrideRecord(
+        id=record_id,
+        layer=OverrideLayer.SCHEDULE_DAY,
+        channel_id=day.channel_id,
+        target=f"schedule_day {day.programming_day_date} (regenerated from plan {day.plan_id})",
+        reason_code=reason_code,
+        actor=actor,
+        actor_note=actor_note,
+        created_utc_ms=now,
+        superseded_schedule_day_id=current.id,
+        programming_day_date=day.programming_day_date,
+    )
+    return DayPlan(_materialize(day, new_id, now, current.id, False, record_id), current, record)
 
 
 def decide_operator_override(
