@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from playlog.clock import ManualClock
+from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, MINUTE, T0, day_of_entries
@@ -94,7 +95,7 @@ async def test_resume_after_a_dropped_connection_misses_and_repeats_nothing(chan
 async def test_a_resume_older_than_the_kept_history_gets_a_reset_snapshot(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, history_retention_generations=3)
+    r = await start_server(tmp_path / "data", clock, history_retention_publishes=3)
     try:
         await r.declare(CH, HOUR)
         await r.store_days(CH, DAY1)
@@ -243,10 +244,15 @@ async def test_watching_an_undeclared_channel_is_not_found(running: Running) -> 
     assert f.error is not None and f.error.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_progress_follows_a_change_of_lock_depth(channel: Running) -> None:
-    f = follow(channel)
+async def test_a_change_of_lock_depth_reaches_watchers_at_once(channel: Running) -> None:
+    # A progress interval of an hour: only the change itself can send progress.
+    f = follow(channel, interval_ms=HOUR)
     await f.until(lambda: f.snapshots())
-    await channel.declare(CH, 2 * HOUR)
+    await channel.stubs.channel.DeclareChannel(
+        ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=2 * HOUR, reason_code="DEEPER_LOOKAHEAD")
+    )
+    await f.until(lambda: any(p.locked_until_utc_ms == T0 + 2 * HOUR for p in f.progress()))
+    assert channel.clock.now_utc_ms() == T0  # the clock never moved
     channel.clock.advance_ms(MINUTE)
     await f.until(lambda: any(p.now_utc_ms == T0 + MINUTE for p in f.progress()))
     assert f.progress()[-1].locked_until_utc_ms == T0 + MINUTE + 2 * HOUR

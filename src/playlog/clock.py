@@ -7,9 +7,17 @@ clock that moves only when told.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+from playlog import metrics
+from playlog.domain.validation import MAX_UTC_MS
+from playlog.events import emit
+
+log = logging.getLogger("playlog.clock")
 
 
 class Clock(Protocol):
@@ -24,11 +32,54 @@ class TimeMovesForwardOnly(ValueError):
     """Raised when a manual clock is asked to go backwards."""
 
 
+def host_clock_utc_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 class SystemClock:
+    """The host clock, held so that "now" never moves backwards (SPEC section 1).
+
+    Now is the later of the host clock and the latest instant the server has
+    returned or acted on (`floor_utc_ms`: the durable floor from the store at
+    start). A host clock stepped back, by NTP or by hand, holds now still until
+    real time catches up (logged once per step, and a metric) instead of
+    reopening time that has already aired.
+    """
+
     manual = False
 
+    def __init__(self, floor_utc_ms: int = 0, host: Callable[[], int] = host_clock_utc_ms) -> None:
+        self._host = host
+        self._latest = floor_utc_ms
+        self._held = False
+        self._lock = threading.Lock()
+
     def now_utc_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        host = self._host()
+        with self._lock:
+            if host >= self._latest:
+                self._latest = host
+                if self._held:
+                    self._held = False
+                    metrics.CLOCK_HELD_MS.set(0)
+                    emit(log, logging.INFO, "clock_caught_up", now_utc_ms=host)
+                return host
+            latest = self._latest
+            if not self._held:
+                self._held = True
+                metrics.CLOCK_STEP_BACKS.inc()
+                emit(
+                    log,
+                    logging.WARNING,
+                    "clock_behind",
+                    host_utc_ms=host,
+                    now_utc_ms=latest,
+                    behind_ms=latest - host,
+                    message="the host clock is behind the latest instant acted on; now is held "
+                    "there until the host clock catches up (time never moves backwards)",
+                )
+            metrics.CLOCK_HELD_MS.set(latest - host)
+            return latest
 
     def set_utc_ms(self, now_utc_ms: int) -> int:
         raise ClockNotAdjustable("the server runs on the system clock; start it with --clock manual")
@@ -58,13 +109,13 @@ class ManualClock:
             raise TimeMovesForwardOnly(
                 f"now_utc_ms: time never moves backwards (now is {current}, asked for {now_utc_ms})"
             )
-        return now_utc_ms
+        return _within_range("now_utc_ms", now_utc_ms)
 
     def advance_target(self, delta_ms: int) -> int:
         """The time an AdvanceTime would move to."""
         if delta_ms < 0:
             raise TimeMovesForwardOnly(f"delta_ms: must be >= 0, got {delta_ms}")
-        return self.now_utc_ms() + delta_ms
+        return _within_range("delta_ms", self.now_utc_ms() + delta_ms)
 
     def set_utc_ms(self, now_utc_ms: int) -> int:
         with self._lock:
@@ -89,6 +140,15 @@ class ManualClock:
         """Called with the new time after every move (progress events use it)."""
         with self._lock:
             self._listeners.append(listener)
+
+
+def _within_range(field: str, target: int) -> int:
+    if target > MAX_UTC_MS:
+        raise TimeMovesForwardOnly(
+            f"{field}: the clock would move to {target}, past the last instant playlog keeps "
+            f"({MAX_UTC_MS}, year 9999)"
+        )
+    return target
 
 
 class _Listener(Protocol):

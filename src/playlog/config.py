@@ -34,7 +34,7 @@ class Settings:
     max_concurrent_streams: int = 2_000
     progress_interval_ms: int = 1_000
     watch_queue_events: int = 1_024
-    history_retention_generations: int = 100_000
+    history_retention_publishes: int = 100_000
     shutdown_grace_seconds: float = 10.0
     worker_threads: int = 8
 
@@ -57,7 +57,8 @@ HELP: dict[str, str] = {
     "max_concurrent_streams": "most concurrent WatchWindow streams",
     "progress_interval_ms": "default interval of WatchWindow progress events",
     "watch_queue_events": "events a subscriber may have pending before it is reset",
-    "history_retention_generations": "publishes kept per channel for WatchWindow resume (0: all)",
+    "history_retention_publishes": "publishes kept per channel for WatchWindow resume, counted in "
+    "publishes whatever their generation numbers (0: all)",
     "shutdown_grace_seconds": "how long in-flight calls may finish on SIGTERM/SIGINT",
     "worker_threads": "threads for blocking store calls",
 }
@@ -156,8 +157,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{name} must be > 0, got {getattr(s, name)}")
     if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(f"database_url must be a postgresql:// URL, got {s.database_url!r}")
-    if s.history_retention_generations < 0:
-        raise ConfigError("history_retention_generations must be >= 0")
+    if s.max_message_bytes < 16_384:
+        raise ConfigError(f"max_message_bytes must be at least 16384, got {s.max_message_bytes}")
+    if s.history_retention_publishes < 0:
+        raise ConfigError("history_retention_publishes must be >= 0")
     for name in ("listen", "metrics_listen"):
         value = getattr(s, name)
         if name == "metrics_listen" and not value:

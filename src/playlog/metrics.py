@@ -8,7 +8,10 @@ path /metrics). Metric names:
 - playlog_overrides_total{layer}: override records written;
 - playlog_watch_subscribers: open WatchWindow streams, and playlog_watch_resets_total{reason};
 - playlog_store_commit_seconds{operation}: store write transaction latency;
-- playlog_auth_refusals_total{kind}: unauthenticated / permission_denied calls.
+- playlog_auth_refusals_total{kind}: unauthenticated / permission_denied calls;
+- playlog_clock_step_backs_total: times the host clock was found behind the
+  latest instant the server acted on, and playlog_clock_held_ms: how far behind
+  it is now (0 when the host clock leads), while "now" is held still.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ STORE_COMMIT_SECONDS = Histogram(
     ["operation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+CLOCK_STEP_BACKS = Counter(
+    "playlog_clock_step_backs_total", "Host clock found behind the latest instant acted on"
+)
+CLOCK_HELD_MS = Gauge("playlog_clock_held_ms", "How far the host clock is behind the server's now (ms)")
 AUTH_REFUSALS = Counter("playlog_auth_refusals_total", "Calls refused by authentication or role", ["kind"])
 
 

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from playlog.api.convert import encode_replaced_event
 from playlog.api.interceptor import CallInterceptor
 from playlog.api.servicers import (
     AuditServicer,
@@ -30,7 +31,7 @@ from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
 from playlog.config import ConfigError, Settings, validate
 from playlog.events import emit
-from playlog.store.base import Store
+from playlog.store.base import Store, StoreError
 from playlog.store.sqlite import SqliteStore
 from playlog.v1 import (
     audit_service_pb2,
@@ -59,13 +60,20 @@ SERVICE_NAMES = [
 ]
 
 
+# Room kept below max_message_bytes for a message's own fields (a snapshot
+# part's header, a replaced event's) beside its entries.
+MESSAGE_HEADROOM_BYTES = 1024
+
+
 def initial_clock(settings: Settings, store: Store) -> ManualClock | SystemClock:
     """The system clock, or a manual one that resumes where it was stopped:
     time never moves backwards, restarts included."""
-    if settings.clock != "manual":
-        return SystemClock()
     with store.read() as r:
         saved = r.manual_clock_utc_ms()
+        floor = r.clock_floor_utc_ms()
+    if settings.clock != "manual":
+        return SystemClock(floor_utc_ms=floor)
+    saved = max(saved or 0, floor) or None
     start = settings.start_utc_ms
     if saved is not None and saved > start:
         if start:
@@ -129,7 +137,9 @@ class PlaylogServer:
             self.store,
             self.clock,
             max_entries_per_publish=settings.max_entries_per_publish,
-            history_retention_generations=settings.history_retention_generations,
+            history_retention_publishes=settings.history_retention_publishes,
+            event_encoder=encode_replaced_event,
+            max_event_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
         self.watch = WatchHub(
             self.playlog,
@@ -138,6 +148,7 @@ class PlaylogServer:
             max_pending=settings.watch_queue_events,
             progress_interval_ms=settings.progress_interval_ms,
             max_streams=settings.max_concurrent_streams,
+            max_message_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -235,6 +246,11 @@ class PlaylogServer:
 
     def _close_store(self) -> None:
         self.executor.shutdown(wait=True)
+        try:
+            # The clock's floor: after a restart, now starts no earlier.
+            self.playlog.note_acted_at(self.clock.now_utc_ms())
+        except StoreError as exc:
+            emit(log, logging.WARNING, "clock_floor_not_saved", error=str(exc))
         self.store.close()
 
     async def wait_stopped(self) -> None:

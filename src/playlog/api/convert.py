@@ -189,3 +189,8 @@ def replaced_event(record: PublishRecord) -> pb.WindowEvent:
             committed_utc_ms=record.committed_utc_ms,
         )
     )
+
+
+def encode_replaced_event(record: PublishRecord) -> bytes:
+    """The wire form of a publish's watch event, made once for every subscriber."""
+    return replaced_event(record).SerializeToString()

@@ -38,6 +38,9 @@ from playlog.v1 import types_pb2 as pb
 log = logging.getLogger("playlog.watch")
 
 SNAPSHOT_CHUNK_ENTRIES = 500
+# Default budget of one snapshot part's entries (the server passes its own,
+# below max_message_bytes).
+SNAPSHOT_PART_BYTES = 4 * 1024 * 1024 - 1024
 ALL_CHANNELS = "*"
 REPLAY_BATCH = 200
 
@@ -53,7 +56,8 @@ class Subscriber:
     # Another replica committed a publish: catch up from the store.
     poll: bool = False
     closed: bool = False
-    clock_moved: bool = False
+    # The clock moved or the lock depth changed: send a progress event now.
+    progress_due: bool = False
 
     def offer(self, record: PublishRecord, event: bytes) -> None:
         if self.needs_reset:
@@ -77,6 +81,7 @@ class WatchHub:
         max_pending: int = 1024,
         progress_interval_ms: int = 1000,
         max_streams: int = 2000,
+        max_message_bytes: int = SNAPSHOT_PART_BYTES,
     ) -> None:
         self.playlog = playlog
         self._executor = executor
@@ -84,6 +89,7 @@ class WatchHub:
         self.max_pending = max_pending
         self.progress_interval_ms = progress_interval_ms
         self.max_streams = max_streams
+        self.max_message_bytes = max_message_bytes
         self._subscribers: dict[str, set[Subscriber]] = collections.defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -118,9 +124,7 @@ class WatchHub:
     def _on_channel_changed(self, channel: Channel) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(
-                self._lock_depth.__setitem__, channel.channel_id, channel.locked_window_ms
-            )
+            loop.call_soon_threadsafe(self._lock_depth_changed, channel.channel_id, channel.locked_window_ms)
 
     def _on_clock_moved(self, now_utc_ms: int) -> None:
         loop = self._loop
@@ -149,15 +153,22 @@ class WatchHub:
             return
         # Converted and serialized once for all subscribers (the interceptor's
         # stream serializer passes bytes through).
-        event = convert.replaced_event(record).SerializeToString()
+        event = record.encoded_event or convert.encode_replaced_event(record)
         for sub in subscribers:
             sub.offer(record, event)
 
     def _clock_moved(self) -> None:
         for subs in self._subscribers.values():
             for sub in subs:
-                sub.clock_moved = True
+                sub.progress_due = True
                 sub.wakeup.set()
+
+    def _lock_depth_changed(self, channel_id: str, locked_window_ms: int) -> None:
+        """Every watcher of the channel hears the new locked_until at once."""
+        self._lock_depth[channel_id] = locked_window_ms
+        for sub in self._subscribers.get(channel_id, ()):
+            sub.progress_due = True
+            sub.wakeup.set()
 
     def subscribe(self, channel_id: str) -> Subscriber:
         sub = Subscriber(channel_id, self.max_pending)
@@ -274,8 +285,8 @@ class WatchHub:
                         continue
                     yield serialized
                     last = record.generation_id
-                if sub.clock_moved or loop.time() >= next_progress:
-                    sub.clock_moved = False
+                if sub.progress_due or loop.time() >= next_progress:
+                    sub.progress_due = False
                     yield self._progress(channel_id, self._lock_depth[channel_id], last)
                     next_progress = loop.time() + interval
         finally:
@@ -306,6 +317,7 @@ class WatchHub:
             snap.now_utc_ms,
             snap.locked_until_utc_ms,
             reset,
+            self.max_message_bytes,
         )
         return events, generation
 
@@ -342,21 +354,32 @@ def snapshot_events(
     now_utc_ms: int,
     locked_until_utc_ms: int,
     reset: bool,
+    max_part_bytes: int = SNAPSHOT_PART_BYTES,
 ) -> list[pb.WindowEvent]:
-    chunks = [
-        entries[i : i + SNAPSHOT_CHUNK_ENTRIES] for i in range(0, len(entries), SNAPSHOT_CHUNK_ENTRIES)
-    ] or [[]]
+    """The snapshot as consecutive parts, each within max_part_bytes of entries
+    (and at most SNAPSHOT_CHUNK_ENTRIES), the last marked complete."""
+    parts: list[list[pb.ExecutionEntry]] = [[]]
+    size = 0
+    for entry in convert.entries_to_pb(entries):
+        # A repeated field costs the entry, its length prefix and its tag.
+        cost = entry.ByteSize() + 6
+        part = parts[-1]
+        if part and (size + cost > max_part_bytes or len(part) >= SNAPSHOT_CHUNK_ENTRIES):
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += cost
     return [
         pb.WindowEvent(
             snapshot=pb.SnapshotEvent(
                 channel_id=channel_id,
                 channel_generation_id=generation,
-                entries=convert.entries_to_pb(chunk),
+                entries=part,
                 now_utc_ms=now_utc_ms,
                 locked_until_utc_ms=locked_until_utc_ms,
                 reset=reset,
-                complete=i == len(chunks) - 1,
+                complete=i == len(parts) - 1,
             )
         )
-        for i, chunk in enumerate(chunks)
+        for i, part in enumerate(parts)
     ]
