@@ -295,3 +295,38 @@ def test_the_system_clock_refuses_clock_service_calls(tmp_path: Path) -> None:
         assert "--clock manual" in (info.value.details() or "")  # type: ignore[attr-defined]
     finally:
         server.stop()
+
+
+def test_the_served_system_clock_never_starts_before_the_instant_it_last_acted_on(tmp_path: Path) -> None:
+    """A host clock stepped back (here: the data directory last acted a day
+    ahead of it) holds now still, across the restart, instead of reopening air."""
+    from playlog.clock import host_clock_utc_ms
+    from playlog.store.sqlite import SqliteStore
+
+    data = tmp_path / "data"
+    acted = host_clock_utc_ms() + DAY
+    store = SqliteStore(data)
+    with store.write() as w:
+        w.note_acted_at(acted)
+    store.close()
+    served = Served(data, free_port())  # the system clock
+    try:
+        grpcurl(
+            served.address,
+            "playlog.v1.ChannelService/DeclareChannel",
+            {"channel_id": "c", "locked_window_ms": HOUR},
+        )
+        snap = grpcurl(
+            served.address,
+            "playlog.v1.ExecutionWindowService/ReadWindowSnapshot",
+            {"channel_id": "c", "start_utc_ms": acted, "end_utc_ms": acted + HOUR},
+        )
+        assert int(str(snap["now_utc_ms"])) == acted  # held, not the host's earlier time
+        assert int(str(snap["locked_until_utc_ms"])) == acted + HOUR
+    finally:
+        assert served.stop() == 0
+    events = served.log_events()
+    behind = [e for e in events if e["event"] == "clock_behind"]
+    assert len(behind) == 1 and behind[0]["now_utc_ms"] == acted
+    serving = next(e for e in events if e["event"] == "serving")
+    assert serving["now_utc_ms"] == acted
