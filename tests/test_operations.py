@@ -399,10 +399,7 @@ async def test_more_watch_streams_than_allowed_is_resource_exhausted(
         assert "max_concurrent_streams" in details(refused.value)
         # One ends: there is room again.
         streams[0].cancel()
-        for _ in range(100):
-            if r.server.watch.subscriber_count() < 2:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(r.server.watch.wait_until_subscribers(lambda n: n < 2), 20)
         again = r.stubs.window.WatchWindow(ew.WatchWindowRequest(channel_id=CH))
         assert (await again.read()).HasField("snapshot")
         again.cancel()
@@ -421,11 +418,8 @@ async def test_a_deadline_shorter_than_a_watch_is_honoured(running: Running) -> 
         async for _ in watch:
             pass
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(100):
-        if running.server.watch.subscriber_count() == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert running.server.watch.subscriber_count() == 0
+    # The server lets go of the subscription.
+    await asyncio.wait_for(running.server.watch.wait_until_subscribers(lambda n: n == 0), 20)
     await running.stubs.clock.GetTime(clk.GetTimeRequest())
 
 
