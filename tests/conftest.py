@@ -16,6 +16,7 @@ import pytest
 from playlog.clock import ManualClock
 from playlog.config import Settings
 from playlog.server import PlaylogServer
+from playlog.store.base import Store
 from playlog.v1 import (
     audit_service_pb2_grpc,
     channel_service_pb2,
@@ -85,11 +86,13 @@ class Running:
             assert result.ok or result.error_code == 9, result  # 9: already exists
 
 
-async def start_server(data_dir: Path, clock: ManualClock, **overrides: Any) -> Running:
+async def start_server(
+    data_dir: Path, clock: ManualClock, *, store: Store | None = None, **overrides: Any
+) -> Running:
     settings = dataclasses.replace(
         Settings(), data_dir=str(data_dir), listen="127.0.0.1:0", clock="manual", **overrides
     )
-    server = PlaylogServer(settings, clock=clock)
+    server = PlaylogServer(settings, clock=clock, store=store)
     port = await server.start()
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)

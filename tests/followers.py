@@ -54,6 +54,11 @@ class Follower:
 
         await asyncio.wait_for(wait(), timeout)
 
+    async def ended(self, timeout: float = TIMEOUT) -> None:  # noqa: ASYNC109
+        """Waits until the stream has ended (with `error` set if it failed)."""
+        assert self.task is not None
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
     def cancel(self) -> None:
         self.call.cancel()
 

@@ -678,11 +678,8 @@ async def test_a_principal_removed_from_the_auth_file_is_revoked_without_a_resta
             await watch.read()
     assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert any(e["event"] == "auth_reloaded" for e in auth_log.events)
-    for _ in range(100):  # and its subscription is gone
-        if authed.r.server.watch.subscriber_count() == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert authed.r.server.watch.subscriber_count() == 0
+    # and its subscription is gone
+    await asyncio.wait_for(authed.r.server.watch.wait_until_subscribers(lambda n: n == 0), 20)
 
 
 async def test_a_token_moved_to_a_lesser_role_is_refused_on_the_next_call(authed: Authed) -> None:

@@ -29,9 +29,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Generic, TypeVar
 
 import grpc
 import pytest
@@ -61,6 +61,9 @@ CHANNEL = "ch1"
 LOCK_MS = HOUR
 TIMEOUT = 15.0  # generous per wait; a healthy run takes a fraction of it
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 
 # -- building ------------------------------------------------------------------------
 
@@ -88,15 +91,49 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+class Output(Generic[T]):
+    """A child's output (stdout or stderr), read line by line by a thread as it
+    comes and copied to a file; waiters wake on each line and at its end."""
+
+    def __init__(self, stream: IO[str], copy_path: Path, parse: Callable[[str], T], name: str) -> None:
+        self.copy_path = copy_path
+        self._parse = parse
+        self._items: list[T] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), name=f"read-{name}", daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            with self.copy_path.open("w") as copy:
+                for text in stream:
+                    copy.write(text)
+                    copy.flush()
+                    with self._changed:
+                        self._items.append(self._parse(text.rstrip("\n")))
+                        self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def snapshot(self) -> list[T]:
+        with self._changed:
+            return list(self._items)
+
+    def wait_for(self, find: Callable[[list[T]], R | None], timeout: float, what: str) -> R | None:
+        """The first answer of find(everything so far) that is not None, or None
+        when the output ended (the process exited) without one."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = find(self._items)
+                if found is not None or self._ended:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+                self._changed.wait(remaining)
 
 
 class ServerProcess:
@@ -105,7 +142,7 @@ class ServerProcess:
     def __init__(self, data_dir: Path, log_dir: Path) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.starts = 0
         self.channel: grpc.Channel | None = None
@@ -114,41 +151,41 @@ class ServerProcess:
         assert self.proc is None
         self.starts += 1
         log_path = self.log_dir / f"server-{self.starts}.log"
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(PLAYLOG),
-                    "serve",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--clock",
-                    "manual",
-                    "--start-utc-ms",
-                    str(now_utc_ms),
-                    "--shutdown-grace-seconds",
-                    "2",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        self.proc = subprocess.Popen(
+            [
+                str(PLAYLOG),
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--clock",
+                "manual",
+                "--start-utc-ms",
+                str(now_utc_ms),
+                "--shutdown-grace-seconds",
+                "2",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.port = port
+        assert self.proc.stderr is not None
+        log = Output(self.proc.stderr, log_path, str, f"server-{self.starts}")
 
-        def serving() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{log_path.read_text()}")
-            for line in log_path.read_text().splitlines():
+        def serving(lines: list[str]) -> bool | None:
+            for line in lines:
                 try:
                     if json.loads(line).get("event") == "serving":
                         return True
                 except ValueError:
                     continue
-            return False
+            return None
 
-        wait_until(serving, 30, "the server's 'serving' log line")
+        if log.wait_for(serving, 30, "the server's 'serving' log line") is None:
+            raise AssertionError(f"server exited {self.proc.wait(10)}:\n{log_path.read_text()}")
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(self.channel).result(timeout=10)
 
@@ -252,15 +289,13 @@ def parse_line(text: str) -> Line:
 
 @dataclass
 class ClientProcess:
-    """One follower, its stdout read line by line by a thread (and copied to
+    """One follower, its stdout read line by line as it comes (and copied to
     <log_dir>/<name>.out; its stderr goes to <log_dir>/<name>.err)."""
 
     name: str
     proc: subprocess.Popen[str]
     stderr_path: Path
-    stdout_path: Path
-    lines: list[Line] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    output: Output[Line]
 
     @classmethod
     def start(cls, name: str, argv: list[str], log_dir: Path) -> ClientProcess:
@@ -269,43 +304,24 @@ class ClientProcess:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1
             )
-        client = cls(name, proc, stderr_path, log_dir / f"{name}.out")
-        threading.Thread(target=client._read, name=f"read-{name}", daemon=True).start()
-        return client
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.stdout_path.open("w") as copy:
-            for text in self.proc.stdout:
-                copy.write(text)
-                copy.flush()
-                with self.lock:
-                    self.lines.append(parse_line(text.rstrip("\n")))
+        assert proc.stdout is not None
+        return cls(name, proc, stderr_path, Output(proc.stdout, log_dir / f"{name}.out", parse_line, name))
 
     def snapshot(self) -> list[Line]:
-        with self.lock:
-            return list(self.lines)
+        return self.output.snapshot()
 
     def wait_for(self, predicate: Callable[[Line], bool], what: str, timeout: float = TIMEOUT) -> Line:
-        def find() -> Line | None:
-            for line in self.snapshot():
-                if predicate(line):
-                    return line
-            if self.proc.poll() is not None:
-                # Exited: the reader may still hold the last lines; one more look.
-                time.sleep(0.1)
-                for line in self.snapshot():
-                    if predicate(line):
-                        return line
-                raise AssertionError(
-                    f"{self.name} exited {self.proc.returncode} before {what}\n{self.dump()}"
-                )
-            return None
+        def find(lines: list[Line]) -> Line | None:
+            return next((line for line in lines if predicate(line)), None)
 
         try:
-            return wait_until(find, timeout, f"{self.name}: {what}")  # type: ignore[no-any-return]
+            found = self.output.wait_for(find, timeout, f"{self.name}: {what}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.dump()}") from None
+        if found is None:
+            code = self.proc.wait(timeout=TIMEOUT)
+            raise AssertionError(f"{self.name} exited {code} before {what}\n{self.dump()}")
+        return found
 
     def wait_generation(self, generation: int, timeout: float = TIMEOUT) -> None:
         def has(line: Line) -> bool:
@@ -529,16 +545,19 @@ class ScriptedWatch:
     ) -> Iterator[pb.WindowEvent]:
         with self.lock:
             self.requests.append((request.channel_id, request.after_generation_id))
+        ended = threading.Event()  # set when the client ends the call
+        if not context.add_callback(ended.set):
+            return
         now = T0 + 10 * MINUTE
         if request.channel_id == "max":
             yield pb.WindowEvent(
                 snapshot=pb.SnapshotEvent(channel_generation_id=1, complete=True, now_utc_ms=now)
             )
+            # A progress heartbeat every 20 ms until the client leaves.
             for _ in range(200):
-                if not context.is_active():
-                    return
                 yield pb.WindowEvent(progress=pb.ProgressEvent(now_utc_ms=now, channel_generation_id=1))
-                time.sleep(0.02)
+                if ended.wait(0.02):
+                    return
             return
         after = request.after_generation_id
         if request.channel_id == "silent":
@@ -627,9 +646,7 @@ class ScriptedWatch:
                 )
             )
         # Hold the stream open until the client ends it.
-        deadline = time.monotonic() + 10
-        while context.is_active() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        ended.wait(10)
 
 
 @pytest.fixture

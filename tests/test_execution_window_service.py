@@ -5,6 +5,7 @@ PLAYLOG-IMMUT-001..003) and the atomic-publish guarantees."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import grpc
@@ -365,26 +366,56 @@ async def test_a_publish_stamps_its_whole_range_and_leaves_the_rest_alone(channe
 
 
 async def test_concurrent_readers_never_see_two_generations_of_one_publish(channel: Running) -> None:
+    """Readers racing 30 publishes of one day: every read is the complete tiling
+    of exactly one publish (its 48 entries, contiguous, covering the day, all of
+    its generation and with its block ids), never a mix and never a part."""
     day = T0 + DAY
     assert (await publish(channel, T0 + 3 * HOUR, day, blocks(T0 + 3 * HOUR, 21, HOUR, "fill"))).ok
+    prefix_of: dict[int, str] = {}  # generation -> the block-id prefix of its publish
+
+    async def publish_day(prefix: str) -> None:
+        result = await publish(channel, day, day + DAY, day_of_entries(day, prefix))
+        assert result.ok, result
+        prefix_of[result.published_generation_id] = prefix
+
+    await publish_day("p0-")  # so that every read finds a day
     stop = asyncio.Event()
-    seen: list[set[int]] = []
+    reads: list[pb.WindowSnapshot] = []
 
     async def reader() -> None:
         while not stop.is_set():
-            snap = await read(channel, day, day + DAY)
-            seen.append({e.generation_id for e in snap.entries})
+            reads.append(await read(channel, day, day + DAY))
 
     readers = [asyncio.create_task(reader()) for _ in range(4)]
-    generations = []
-    for i in range(30):
-        result = await publish(channel, day, day + DAY, day_of_entries(day, f"p{i}-"))
-        assert result.ok, result
-        generations.append(result.published_generation_id)
+    for i in range(1, 31):
+        await publish_day(f"p{i}-")
     stop.set()
     await asyncio.gather(*readers)
-    assert generations == sorted(generations) and len(set(generations)) == 30
-    assert seen and all(len(gens) <= 1 for gens in seen), [g for g in seen if len(g) > 1]
+    generations = list(prefix_of)
+    assert generations == sorted(generations) and len(set(generations)) == 31
+
+    def wrong(snap: pb.WindowSnapshot) -> str | None:
+        """What is wrong with one read, or None."""
+        gens = {e.generation_id for e in snap.entries}
+        if len(gens) != 1:
+            return f"generations {sorted(gens)}"
+        [generation] = gens
+        if generation not in prefix_of:
+            return f"generation {generation} is none of the publishes"
+        expected = day_of_entries(day, prefix_of[generation])
+        got = [(e.block_id, e.start_utc_ms, e.end_utc_ms) for e in snap.entries]
+        want = [(e.block_id, e.start_utc_ms, e.end_utc_ms) for e in expected]
+        return None if got == want else f"generation {generation}: {got} is not the tiling {want}"
+
+    # The expected tiling itself covers [day, day + DAY) exactly, without gap or overlap.
+    tiling = day_of_entries(day, "x")
+    assert len(tiling) == 48 and tiling[0].start_utc_ms == day and tiling[-1].end_utc_ms == day + DAY
+    assert all(a.end_utc_ms == b.start_utc_ms for a, b in itertools.pairwise(tiling))
+    assert reads
+    problems = [p for p in map(wrong, reads) if p is not None]
+    assert not problems, problems[:3]
+    # The reads raced the publishes: they saw several of them, not only the last.
+    assert len({snap.entries[0].generation_id for snap in reads}) >= 2
 
 
 async def test_concurrent_publishers_get_strictly_increasing_generations(channel: Running) -> None:

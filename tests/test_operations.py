@@ -28,12 +28,14 @@ from playlog import auth, cli, config
 from playlog.clock import ManualClock
 from playlog.config import ConfigError, Settings
 from playlog.server import PlaylogServer, describe_startup
+from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import clock_service_pb2 as clk
 from playlog.v1 import clock_service_pb2_grpc
 from playlog.v1 import execution_window_service_pb2 as ew
+from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import types_pb2 as pb
-from tests.builders import DAY, HOUR, MINUTE, T0, blocks, day_of_entries, entry
+from tests.builders import DAY, HOUR, MINUTE, T0, blocks, date_of, day_of_entries, entry, schedule_day
 from tests.conftest import Running, make_stubs, start_server
 from tests.test_auth import Principal, bearer, details, write_auth_file
 
@@ -96,10 +98,40 @@ async def test_starts_on_a_non_loopback_address_with_auth(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:0", "localhost:0", "[::1]:0", "127.0.0.2:0"])
-def test_loopback_needs_no_auth(tmp_path: Path, listen: str) -> None:
+async def test_loopback_needs_no_auth(tmp_path: Path, listen: str) -> None:
+    """On a loopback address without an auth file the server starts, and every
+    caller is the local principal with every role: reader, scheduler and
+    operator calls all succeed without credentials."""
     server = PlaylogServer(_settings(tmp_path, listen=listen), clock=ManualClock(T0))
-    server.store.close()
-    server.executor.shutdown()
+    assert server.credentials is None
+    port = await server.start()
+    try:
+        assert describe_startup(server)["auth"] == "none: every caller is the local principal (all roles)"
+        async with grpc.aio.insecure_channel(f"{listen.rpartition(':')[0]}:{port}") as channel:
+            stubs = make_stubs(channel)
+            # operator
+            await stubs.channel.DeclareChannel(ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR))
+            await stubs.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=MINUTE))
+            # scheduler
+            stored = await stubs.days.StoreScheduleDay(
+                sd.StoreScheduleDayRequest(schedule_day=schedule_day(CH, date_of(DAY1)))
+            )
+            assert stored.ok, stored
+            published = await stubs.window.PublishAtomicReplace(_publish(DAY1, day_of_entries(DAY1)))
+            assert published.ok, published
+            # operator override: the record's actor is the local principal
+            overridden = await stubs.window.PublishAtomicReplace(
+                _publish(DAY1, day_of_entries(DAY1, "o"), operator_override=True, reason_code="TEST")
+            )
+            assert overridden.ok, overridden
+            records = await stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(channel_id=CH))
+            assert [r.actor for r in records.records] == ["local"]
+            # reader
+            listed = await stubs.channel.ListChannels(ch.ListChannelsRequest())
+            assert [c.channel_id for c in listed.channels] == [CH]
+            assert (await stubs.clock.GetTime(clk.GetTimeRequest())).now_utc_ms == T0 + MINUTE
+    finally:
+        await server.stop(0)
 
 
 def test_the_cli_says_why_it_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -367,10 +399,7 @@ async def test_more_watch_streams_than_allowed_is_resource_exhausted(
         assert "max_concurrent_streams" in details(refused.value)
         # One ends: there is room again.
         streams[0].cancel()
-        for _ in range(100):
-            if r.server.watch.subscriber_count() < 2:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(r.server.watch.wait_until_subscribers(lambda n: n < 2), 20)
         again = r.stubs.window.WatchWindow(ew.WatchWindowRequest(channel_id=CH))
         assert (await again.read()).HasField("snapshot")
         again.cancel()
@@ -389,11 +418,8 @@ async def test_a_deadline_shorter_than_a_watch_is_honoured(running: Running) -> 
         async for _ in watch:
             pass
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(100):
-        if running.server.watch.subscriber_count() == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert running.server.watch.subscriber_count() == 0
+    # The server lets go of the subscription.
+    await asyncio.wait_for(running.server.watch.wait_until_subscribers(lambda n: n == 0), 20)
     await running.stubs.clock.GetTime(clk.GetTimeRequest())
 
 

@@ -5,18 +5,22 @@ watchers hear every publish (LISTEN/NOTIFY as a doorbell, history as data)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from playlog.clock import ManualClock
+from playlog.store.postgres import PostgresStore
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, T0
 from tests.conftest import Running, start_server
 from tests.followers import follow
-from tests.postgres import fresh_postgres_database
+from tests.postgres import ADMIN_URL, fresh_postgres_database
 
 CH = "ch1"
 DAY1 = T0 + DAY
@@ -69,3 +73,141 @@ async def test_concurrent_publishes_on_two_replicas_are_serialized_in_the_databa
         ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + DAY)
     )
     assert len(snap.entries) == 48 and {e.generation_id for e in snap.entries} == {16}
+
+
+# -- a hole in the chain, and a listener that lost its connection --------------------------
+
+
+class HeldDoorbells(PostgresStore):
+    """A replica's store whose doorbells (NOTIFYs heard by its listener) are
+    held back while `hold` is on, as a slow network would delay them; its own
+    commits still reach its subscribers at once, from memory."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._lock = threading.Lock()
+        self._holding = False
+        self._held: list[tuple[str, int]] = []
+        self._ring: Callable[[str, int], None] = lambda channel_id, generation: None
+
+    def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
+        self._ring = callback
+        super().listen_for_publishes(self._doorbell)
+
+    def _doorbell(self, channel_id: str, generation: int) -> None:
+        with self._lock:
+            if self._holding:
+                self._held.append((channel_id, generation))
+                return
+        self._ring(channel_id, generation)
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holding = True
+
+    def release(self) -> list[tuple[str, int]]:
+        with self._lock:
+            self._holding = False
+            held, self._held = self._held, []
+        for channel_id, generation in held:
+            self._ring(channel_id, generation)
+        return held
+
+
+async def test_a_hole_in_the_chain_is_filled_from_the_history_in_order_and_once(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Replica B's subscriber gets B's own publish from memory before the
+    doorbell for A's publish just before it: the event names a previous
+    generation the subscriber never got. It must be sent A's publish from the
+    durable history first, then B's, each once, the chain unbroken."""
+    with fresh_postgres_database() as url:
+        a = await start_server(tmp_path / "a", clock, database_url=url)
+        b_store = HeldDoorbells(url)
+        b = await start_server(tmp_path / "b", clock, database_url=url, store=b_store)
+        try:
+            await a.declare(CH, HOUR)
+            await a.store_days(CH, DAY1)
+            watcher = follow(b)
+            await watcher.until(lambda: watcher.snapshots())
+            assert watcher.snapshots()[-1].channel_generation_id == 0
+
+            b_store.hold()
+            assert (await publish(a, "a1-")).published_generation_id == 1  # its doorbell is held
+            assert (await publish(b, "b2-")).published_generation_id == 2  # previous: 1, undelivered
+            await watcher.until(lambda: len(watcher.replaced()) == 2)
+            # Both arrived while every doorbell was still held: the hole was
+            # filled from the history, not by a doorbell.
+            held = b_store.release()
+            assert (CH, 1) in held
+            replaced = watcher.replaced()
+            assert [e.generation_id for e in replaced] == [1, 2]
+            assert [e.previous_generation_id for e in replaced] == [0, 1]
+            assert [e.entries[0].block_id for e in replaced] == ["a1-0", "b2-0"]
+
+            # The late doorbells repeat nothing, and the chain goes on from both replicas.
+            assert (await publish(a, "a3-")).ok
+            assert (await publish(b, "b4-")).ok
+            await watcher.until(lambda: len(watcher.replaced()) == 4)
+            replaced = watcher.replaced()
+            assert [e.generation_id for e in replaced] == [1, 2, 3, 4]
+            assert [e.previous_generation_id for e in replaced] == [0, 1, 2, 3]
+            assert [e.entries[0].block_id for e in replaced] == ["a1-0", "b2-0", "a3-0", "b4-0"]
+            watcher.cancel()
+        finally:
+            await a.server.stop(0)
+            await b.server.stop(0)
+
+
+def _database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+async def test_a_publish_made_while_the_listener_was_disconnected_still_reaches_the_watcher(
+    replicas: tuple[Running, Running],
+) -> None:
+    """B's LISTEN connection is terminated and cannot come back while A
+    publishes, so that NOTIFY is lost for B; on reconnecting, B's listener rings
+    every channel's doorbell and the watcher reads the publish from the history."""
+    a, b = replicas
+    assert isinstance(b.server.store, PostgresStore)
+    db = _database_name(b.server.store.url)
+    await a.declare(CH, HOUR)
+    await a.store_days(CH, DAY1)
+    watcher = follow(b)
+    await watcher.until(lambda: watcher.snapshots())
+    assert (await publish(a, "a1-")).ok
+    await watcher.until(lambda: len(watcher.replaced()) == 1)  # B's listener is up
+
+    def listeners(admin: psycopg.Connection[Any]) -> list[int]:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'playlog-listen'",
+            (db,),
+        ).fetchall()
+        return [int(pid) for (pid,) in rows]
+
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        # No new connection to the database: the listeners cannot come back yet
+        # (the servers' pooled connections stay).
+        admin.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS false")
+        try:
+            pids = listeners(admin)
+            assert pids  # at least B's, which just rang
+            for pid in pids:
+                # Waits (up to 10 s) until the backend has exited.
+                assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
+            assert listeners(admin) == []
+            # Nobody listens: this publish's NOTIFY reaches no replica.
+            assert (await publish(a, "a2-")).published_generation_id == 2
+        finally:
+            admin.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
+
+    await watcher.until(lambda: len(watcher.replaced()) == 2)
+    # And the new connection hears the next publish's doorbell as before.
+    assert (await publish(a, "a3-")).ok
+    await watcher.until(lambda: len(watcher.replaced()) == 3)
+    replaced = watcher.replaced()
+    assert [e.generation_id for e in replaced] == [1, 2, 3]
+    assert [e.previous_generation_id for e in replaced] == [0, 1, 2]
+    assert [e.entries[0].block_id for e in replaced] == ["a1-0", "a2-0", "a3-0"]
+    watcher.cancel()

@@ -203,7 +203,7 @@ async def test_a_thousand_subscribers_on_one_channel_all_receive_every_event(cha
         for f in followers:
             assert [e.generation_id for e in f.replaced()] == [1, 2, 3]
             f.cancel()
-        await asyncio.wait_for(_until(lambda: channel.server.watch.subscriber_count() == 0), TIMEOUT)
+        await asyncio.wait_for(channel.server.watch.wait_until_subscribers(lambda n: n == 0), TIMEOUT)
     finally:
         for c in channels:
             await c.close()
@@ -213,18 +213,12 @@ async def _all(followers: list[Follower], predicate: object) -> None:
     await asyncio.gather(*(f.until(lambda f=f: predicate(f)) for f in followers))  # type: ignore[operator]
 
 
-async def _until(predicate: object) -> None:
-    """Polls server-side cleanup (nothing signals it); bounded by wait_for."""
-    while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-
-
 async def test_cancelling_a_stream_frees_its_subscriber(channel: Running) -> None:
     f = follow(channel)
     await f.until(lambda: f.snapshots())
     assert channel.server.watch.subscriber_count(CH) == 1
     f.cancel()
-    await asyncio.wait_for(_until(lambda: channel.server.watch.subscriber_count() == 0), TIMEOUT)
+    await asyncio.wait_for(channel.server.watch.wait_until_subscribers(lambda n: n == 0), TIMEOUT)
 
 
 async def test_server_shutdown_ends_streams_with_unavailable(tmp_path: Path, clock: ManualClock) -> None:
@@ -233,14 +227,14 @@ async def test_server_shutdown_ends_streams_with_unavailable(tmp_path: Path, clo
     f = follow(r)
     await f.until(lambda: f.snapshots())
     await r.server.stop(5)
-    await asyncio.wait_for(_until(lambda: f.error is not None), TIMEOUT)
+    await f.ended()
     assert f.error is not None and f.error.code() == grpc.StatusCode.UNAVAILABLE
     assert "after_generation_id=0" in (f.error.details() or "")
 
 
 async def test_watching_an_undeclared_channel_is_not_found(running: Running) -> None:
     f = follow(running)
-    await asyncio.wait_for(_until(lambda: f.error is not None), TIMEOUT)
+    await f.ended()
     assert f.error is not None and f.error.code() == grpc.StatusCode.NOT_FOUND
 
 

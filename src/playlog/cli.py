@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from playlog.server import serve
+    from playlog.store.sqlite import DataDirInUse
 
     try:
         settings = config.load(args)
@@ -51,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except config.ConfigError as exc:
+    except (config.ConfigError, DataDirInUse) as exc:
         print(f"playlog: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -65,7 +66,9 @@ def _verify(data_dir: str, channel_id: str) -> int:
     if not (Path(data_dir) / DB_FILE).exists():
         print(f"playlog verify: no store in {data_dir}", file=sys.stderr)
         return 2
-    store = SqliteStore(data_dir, read_connections=1)
+    # Without the data directory's lock: the audit only reads, and runs while a
+    # server serves the directory.
+    store = SqliteStore(data_dir, read_connections=1, lock=False)
     try:
         with store.read() as r:
             findings = r.verify_integrity(channel_id)

@@ -174,6 +174,7 @@ class WatchHub:
         sub = Subscriber(channel_id, self.max_pending)
         self._subscribers[channel_id].add(sub)
         metrics.WATCH_SUBSCRIBERS.inc()
+        self._subscribers_changed()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -184,11 +185,29 @@ class WatchHub:
             if not subs:
                 del self._subscribers[sub.channel_id]
                 self._lock_depth.pop(sub.channel_id, None)
+        self._subscribers_changed()
 
     def subscriber_count(self, channel_id: str | None = None) -> int:
         if channel_id is not None:
             return len(self._subscribers.get(channel_id, ()))
         return sum(len(s) for s in self._subscribers.values())
+
+    # Set (and dropped) when a subscription starts or ends; made on first wait.
+    _subscribers_event: asyncio.Event | None = None
+
+    def _subscribers_changed(self) -> None:
+        event, self._subscribers_event = self._subscribers_event, None
+        if event is not None:
+            event.set()
+
+    async def wait_until_subscribers(self, predicate: Callable[[int], bool]) -> None:
+        """Returns once predicate(number of subscriptions) holds, e.g. `lambda n: n == 0`
+        to wait until ended streams have let go of their subscriptions. On the
+        server's event loop."""
+        while not predicate(self.subscriber_count()):
+            if self._subscribers_event is None:
+                self._subscribers_event = asyncio.Event()
+            await self._subscribers_event.wait()
 
     def close(self) -> None:
         """Server shutdown: every stream ends with UNAVAILABLE."""

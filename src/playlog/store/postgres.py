@@ -97,7 +97,9 @@ class PostgresStore(SqlStore):
             first = True
             while not self._closed.is_set():
                 try:
-                    with psycopg.connect(self.url, autocommit=True) as conn:
+                    with psycopg.connect(
+                        self.url, autocommit=True, application_name="playlog-listen"
+                    ) as conn:
                         conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                         if not first:
                             callback(ALL_CHANNELS, 0)  # doorbells may have been missed

@@ -9,6 +9,8 @@ so see one consistent snapshot.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,34 @@ from playlog.store.sql import SqlStore, SqlView
 from playlog.store.sqlite_schema import MIGRATIONS
 
 DB_FILE = "playlog.sqlite3"
+# Held (flock, exclusive) by the one process serving the data directory; it
+# holds that process's pid for the message a second one gets.
+LOCK_FILE = "LOCK"
+
+
+class DataDirInUse(StoreError):
+    """Another playlog process serves this data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Takes the data directory's exclusive lock, or raises DataDirInUse.
+    The lock goes with the returned descriptor (and with the process)."""
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(
+            f"data directory {data_dir.resolve()} is in use by another playlog process "
+            f"(pid {holder}); stop it, or give this one its own --data-dir"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -34,27 +64,50 @@ class SqliteView(SqlView):
 
 
 class SqliteStore(SqlStore):
-    """SQLite in `data_dir`; schema migrated on open."""
+    """SQLite in `data_dir`; schema migrated on open.
+
+    One process serves a data directory: the store holds the directory's
+    exclusive lock until closed, and a second store on it is refused with
+    DataDirInUse (its watchers would never hear the other's publishes).
+    `lock=False` is for the offline audit, which only reads.
+    """
 
     view_class = SqliteView
     # IMMEDIATE takes SQLite's write lock at BEGIN: the facts a write reads
     # cannot change before it commits.
     begin_write = "BEGIN IMMEDIATE"
 
-    def __init__(self, data_dir: str | Path, read_connections: int = 4) -> None:
+    def __init__(self, data_dir: str | Path, read_connections: int = 4, *, lock: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.data_dir / DB_FILE
-        writer = _connect(self.path)
-        migrate(writer)
-        super().__init__(writer, [_connect(self.path) for _ in range(read_connections)])
+        self._lock_fd = _lock_data_dir(self.data_dir) if lock else None
+        try:
+            writer = _connect(self.path)
+            migrate(writer)
+            super().__init__(writer, [_connect(self.path) for _ in range(read_connections)])
+        except BaseException:
+            self._release_lock()
+            raise
 
     def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
         """One process serves a data directory: its own listeners hear every publish."""
 
     def close(self) -> None:
-        # A clean checkpoint leaves everything in the main database file.
-        self._close_connections(lambda writer: writer.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        # The owner's clean checkpoint leaves everything in the main database
+        # file; the offline audit (lock=False) leaves that to the owner.
+        owner = self._lock_fd is not None
+        self._close_connections(_checkpoint if owner else None)
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+
+def _checkpoint(writer: sqlite3.Connection) -> None:
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
