@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from playlog.domain.model import Entry, Segment
 from playlog.store.base import StoreError
 from playlog.store.sqlite import DB_FILE, SqliteStore, schema_version
 from playlog.store.sqlite_schema import MIGRATIONS
@@ -46,7 +47,16 @@ def test_a_database_from_a_newer_playlog_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "method",
-    ["entries_overlapping", "entry_at", "left_neighbour", "right_neighbour", "current_entry"],
+    [
+        "entry_spans_overlapping",
+        "stored_overlapping",
+        "stored_ending_after",
+        "stored_entry_at",
+        "entry_at",
+        "left_neighbour",
+        "right_neighbour",
+        "current_span",
+    ],
 )
 def test_reads_search_an_index_instead_of_scanning_the_channel(store: SqliteStore, method: str) -> None:
     """Read cost must grow with the entries returned, not with the entries stored."""
@@ -55,11 +65,14 @@ def test_reads_search_an_index_instead_of_scanning_the_channel(store: SqliteStor
         r._conn.set_trace_callback(statements.append)
         try:
             args: dict[str, tuple[object, ...]] = {
-                "entries_overlapping": ("ch1", 0, 10),
+                "entry_spans_overlapping": ("ch1", 0, 10),
+                "stored_overlapping": ("ch1", 0, 10),
+                "stored_ending_after": ("ch1", 5, None, 10),
+                "stored_entry_at": ("ch1", 5),
                 "entry_at": ("ch1", 5),
                 "left_neighbour": ("ch1", 5),
                 "right_neighbour": ("ch1", 5),
-                "current_entry": ("ch1", "b1"),
+                "current_span": ("ch1", "b1"),
             }
             getattr(r, method)(*args[method])
         finally:
@@ -86,6 +99,10 @@ def test_database_triggers_refuse_in_place_changes(store: SqliteStore) -> None:
     with pytest.raises(sqlite3.IntegrityError, match="INV-PLAYLOG-LOCKED-IMMUTABLE-001"):
         conn.execute("UPDATE entries SET end_utc_ms = 20 WHERE block_id = 'b'")
     conn.execute("UPDATE entries SET superseded_by_generation = 2 WHERE block_id = 'b'")  # allowed
+    conn.execute("UPDATE entries SET payload = x'0a01' WHERE block_id = 'b'")  # once: the v4 backfill
+    conn.commit()
+    with pytest.raises(sqlite3.IntegrityError, match="INV-PLAYLOG-LOCKED-IMMUTABLE-001"):
+        conn.execute("UPDATE entries SET payload = x'0a02' WHERE block_id = 'b'")
     conn.close()
 
 
@@ -106,10 +123,21 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: P
             "VALUES ('kept', ?, ?, 0, 1, '', 'a', 0, 0)",
             (generation, previous),
         )
+    conn.execute(
+        "INSERT INTO entries (channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
+        "programming_day_date, transmission_log_ref, is_operator_override, generation_id) "
+        """VALUES ('kept', 'b', 3, 0, 1000, '[["s","program","asset://a",5,1000,"T"]]', """
+        "'2026-11-22', 'log-1', 0, 7)"
+    )
     conn.close()
     store = SqliteStore(tmp_path)
     try:
         with store.read() as r:
+            # Version 4 encoded the older entry's wire form once.
+            assert r.entry_at("kept", 10) == Entry(
+                "kept", "b", 3, 0, 1000, (Segment("s", "program", "asset://a", 5, 1000, "T"),),
+                "2026-11-22", "log-1", False, 7, "",
+            )  # fmt: skip
             assert [c.channel_id for c in r.list_channels()] == ["kept"]
             assert r.manual_clock_utc_ms() is None  # the version 2 table exists
         with store.write() as w:
@@ -119,7 +147,7 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: P
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    assert schema_version(conn) == len(MIGRATIONS) == 3
+    assert schema_version(conn) == len(MIGRATIONS) == 4
     # Version 3 counts the kept publishes, and its floor is the oldest kept
     # publish's previous generation; the clock floor starts at 0.
     assert conn.execute("SELECT history_publishes, history_floor_generation FROM channels").fetchone() == (

@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from playlog.api.convert import encode_replaced_event
+from playlog import wire
 from playlog.api.interceptor import CallInterceptor
 from playlog.api.servicers import (
     AuditServicer,
@@ -138,7 +138,7 @@ class PlaylogServer:
             self.clock,
             max_entries_per_publish=settings.max_entries_per_publish,
             history_retention_publishes=settings.history_retention_publishes,
-            event_encoder=encode_replaced_event,
+            event_encoder=wire.replaced_event,
             max_event_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
         self.watch = WatchHub(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from playlog.domain.model import (
     Channel,
     Entry,
     ErrorCode,
     OverrideRecord,
-    PublishRecord,
     ScheduleDay,
     ScheduleSlot,
     Segment,
@@ -28,7 +25,8 @@ def channel_to_pb(channel: Channel) -> pb.Channel:
 
 def entry_from_pb(msg: pb.ExecutionEntry) -> Entry:
     # generation_id, is_operator_override and override_record_id are the
-    # server's to assign: what a client sends there is ignored.
+    # server's to assign: what a client sends there is overwritten. The wire
+    # form is kept to be stored and sent on as it is.
     return Entry(
         channel_id=msg.channel_id,
         block_id=msg.block_id,
@@ -48,37 +46,8 @@ def entry_from_pb(msg: pb.ExecutionEntry) -> Entry:
         ),
         programming_day_date=msg.programming_day_date,
         transmission_log_ref=msg.transmission_log_ref,
+        wire=msg.SerializeToString(),
     )
-
-
-def entry_to_pb(entry: Entry) -> pb.ExecutionEntry:
-    return pb.ExecutionEntry(
-        channel_id=entry.channel_id,
-        block_id=entry.block_id,
-        block_index=entry.block_index,
-        start_utc_ms=entry.start_utc_ms,
-        end_utc_ms=entry.end_utc_ms,
-        segments=[
-            pb.Segment(
-                segment_id=s.segment_id,
-                segment_type=s.segment_type,
-                asset_uri=s.asset_uri,
-                asset_offset_ms=s.asset_offset_ms,
-                duration_ms=s.duration_ms,
-                title=s.title,
-            )
-            for s in entry.segments
-        ],
-        programming_day_date=entry.programming_day_date,
-        transmission_log_ref=entry.transmission_log_ref,
-        is_operator_override=entry.is_operator_override,
-        generation_id=entry.generation_id,
-        override_record_id=entry.override_record_id,
-    )
-
-
-def entries_to_pb(entries: Iterable[Entry]) -> list[pb.ExecutionEntry]:
-    return [entry_to_pb(e) for e in entries]
 
 
 def error_code_to_pb(code: ErrorCode) -> str:
@@ -172,25 +141,3 @@ def schedule_day_to_pb(day: ScheduleDay) -> pb.ScheduleDay:
         is_authoritative=day.is_authoritative,
         override_record_id=day.override_record_id,
     )
-
-
-def replaced_event(record: PublishRecord) -> pb.WindowEvent:
-    return pb.WindowEvent(
-        replaced=pb.ReplacedEvent(
-            channel_id=record.channel_id,
-            generation_id=record.generation_id,
-            previous_generation_id=record.previous_generation_id,
-            range_start_utc_ms=record.range_start_utc_ms,
-            range_end_utc_ms=record.range_end_utc_ms,
-            entries=entries_to_pb(record.entries),
-            operator_override=record.operator_override,
-            override_record_id=record.override_record_id,
-            reason_code=record.reason_code,
-            committed_utc_ms=record.committed_utc_ms,
-        )
-    )
-
-
-def encode_replaced_event(record: PublishRecord) -> bytes:
-    """The wire form of a publish's watch event, made once for every subscriber."""
-    return replaced_event(record).SerializeToString()

@@ -71,7 +71,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
@@ -305,8 +305,9 @@ def _code_name(context: Context) -> str:
 
 
 def _accepting_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
-    """A stream may send a message it serialized already (WatchWindow serializes
-    each publish once for all its subscribers) as bytes."""
+    """A handler may answer a message it serialized already, as bytes: reads
+    send stored entries as they are, and WatchWindow serializes each publish
+    once for all its subscribers."""
     if serializer is None:
         return None
 

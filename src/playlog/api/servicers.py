@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from playlog import metrics
+from playlog import metrics, wire
 from playlog.api import Context, convert
 from playlog.api.errors import NotFound, WriteRefused
 from playlog.app.service import DayOutcome, Playlog, PublishOutcome
@@ -169,25 +169,26 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         outcome = await self.run(self.playlog.replace_entry, domain_request)
         return _publish_result(outcome, "ReplaceEntry", request.operator_override)
 
-    async def ReadWindowSnapshot(
+    async def ReadWindowSnapshot(  # type: ignore[override]  # answers stored bytes
         self, request: ew_pb.ReadWindowSnapshotRequest, context: Context
-    ) -> pb.WindowSnapshot:
+    ) -> bytes:
         _check_read_range(request.channel_id, request.start_utc_ms, request.end_utc_ms)
         snap = await self.run(
             self.playlog.read_window, request.channel_id, request.start_utc_ms, request.end_utc_ms
         )
-        return pb.WindowSnapshot(
+        # The entries' stored wire forms, sent as they are (no decode, no encode).
+        header = pb.WindowSnapshot(
             channel_id=snap.channel.channel_id,
             generation_id=snap.generation_id,
             channel_generation_id=snap.channel.current_generation_id,
-            entries=convert.entries_to_pb(snap.entries),
             now_utc_ms=snap.now_utc_ms,
             locked_until_utc_ms=snap.locked_until_utc_ms,
         )
+        return wire.window_snapshot(header, [e.payload for e in snap.entries])
 
-    async def GetEntryAt(
+    async def GetEntryAt(  # type: ignore[override]  # answers stored bytes
         self, request: ew_pb.GetEntryAtRequest, context: Context
-    ) -> ew_pb.GetEntryAtResponse:
+    ) -> ew_pb.GetEntryAtResponse | bytes:
         if not request.channel_id:
             raise MalformedRequest([FieldViolation("channel_id", "required")])
         entry = await self.run(
@@ -195,7 +196,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
         )
         if entry is None:
             return ew_pb.GetEntryAtResponse(found=False)
-        return ew_pb.GetEntryAtResponse(found=True, entry=convert.entry_to_pb(entry))
+        return wire.entry_found(entry.payload)
 
     def WatchWindow(  # type: ignore[override]  # may yield pre-serialized events
         self, request: ew_pb.WatchWindowRequest, context: Context

@@ -23,15 +23,16 @@ from typing import Any
 
 import grpc
 
-from playlog import metrics
-from playlog.api import Context, convert
+from playlog import metrics, wire
+from playlog.api import Context
 from playlog.app.service import Playlog, UnknownChannel
 from playlog.clock import Clock
-from playlog.domain.model import Channel, Entry, PublishRecord
+from playlog.domain.model import Channel, PublishRecord
 from playlog.domain.rejection import FieldViolation
 from playlog.domain.validation import check_id, raise_if_any
 from playlog.domain.windows import locked_until
 from playlog.events import emit
+from playlog.store.base import StoredEntry
 from playlog.v1 import execution_window_service_pb2 as ew_pb
 from playlog.v1 import types_pb2 as pb
 
@@ -153,7 +154,7 @@ class WatchHub:
             return
         # Converted and serialized once for all subscribers (the interceptor's
         # stream serializer passes bytes through).
-        event = record.encoded_event or convert.encode_replaced_event(record)
+        event = record.encoded_event or wire.replaced_event(record)
         for sub in subscribers:
             sub.offer(record, event)
 
@@ -322,7 +323,7 @@ class WatchHub:
             )
         )
 
-    async def _snapshot(self, sub: Subscriber, reset: bool) -> tuple[list[pb.WindowEvent], int]:
+    async def _snapshot(self, sub: Subscriber, reset: bool) -> tuple[list[bytes], int]:
         """The state from now on, as snapshot events, and its generation."""
         snap = await self._run(self.playlog.snapshot_from_now, sub.channel_id)
         generation = snap.channel.current_generation_id
@@ -340,7 +341,7 @@ class WatchHub:
         )
         return events, generation
 
-    async def _catch_up(self, sub: Subscriber, last: int) -> AsyncIterator[tuple[pb.WindowEvent, int]]:
+    async def _catch_up(self, sub: Subscriber, last: int) -> AsyncIterator[tuple[bytes, int]]:
         """Replays committed publishes after `last` from the durable history,
         or a reset snapshot when that history is no longer kept."""
         while True:
@@ -353,7 +354,7 @@ class WatchHub:
                 return
             for record in records:
                 last = record.generation_id
-                yield convert.replaced_event(record), last
+                yield wire.replaced_event(record), last
             if len(records) < REPLAY_BATCH:
                 return
 
@@ -369,36 +370,37 @@ def _validate(request: ew_pb.WatchWindowRequest) -> None:
 def snapshot_events(
     channel_id: str,
     generation: int,
-    entries: list[Entry],
+    entries: list[StoredEntry],
     now_utc_ms: int,
     locked_until_utc_ms: int,
     reset: bool,
     max_part_bytes: int = SNAPSHOT_PART_BYTES,
-) -> list[pb.WindowEvent]:
-    """The snapshot as consecutive parts, each within max_part_bytes of entries
-    (and at most SNAPSHOT_CHUNK_ENTRIES), the last marked complete."""
-    parts: list[list[pb.ExecutionEntry]] = [[]]
+) -> list[bytes]:
+    """The snapshot as consecutive parts around the entries' stored bytes, each
+    within max_part_bytes of entries (and at most SNAPSHOT_CHUNK_ENTRIES), the
+    last marked complete."""
+    parts: list[list[bytes]] = [[]]
     size = 0
-    for entry in convert.entries_to_pb(entries):
+    for entry in entries:
         # A repeated field costs the entry, its length prefix and its tag.
-        cost = entry.ByteSize() + 6
+        cost = len(entry.payload) + 6
         part = parts[-1]
         if part and (size + cost > max_part_bytes or len(part) >= SNAPSHOT_CHUNK_ENTRIES):
             parts.append([])
             size = 0
-        parts[-1].append(entry)
+        parts[-1].append(entry.payload)
         size += cost
     return [
-        pb.WindowEvent(
-            snapshot=pb.SnapshotEvent(
+        wire.snapshot_event(
+            pb.SnapshotEvent(
                 channel_id=channel_id,
                 channel_generation_id=generation,
-                entries=part,
                 now_utc_ms=now_utc_ms,
                 locked_until_utc_ms=locked_until_utc_ms,
                 reset=reset,
                 complete=i == len(parts) - 1,
-            )
+            ),
+            part,
         )
         for i, part in enumerate(parts)
     ]

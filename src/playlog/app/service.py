@@ -25,7 +25,6 @@ from playlog.domain import schedule_days as day_rules
 from playlog.domain import validation
 from playlog.domain.model import (
     Channel,
-    Entry,
     ErrorCode,
     OverrideRecord,
     PublishRecord,
@@ -47,6 +46,7 @@ from playlog.store.base import (
     IntegrityFinding,
     OverrideRecordPersistError,
     Store,
+    StoredEntry,
     StoreError,
     WriteView,
 )
@@ -100,7 +100,7 @@ class DeclareOutcome:
 @dataclass(frozen=True)
 class Snapshot:
     channel: Channel
-    entries: list[Entry]
+    entries: list[StoredEntry]
     now_utc_ms: int
 
     @property
@@ -297,9 +297,13 @@ class Playlog:
             channel = w.get_channel(c)
             if channel is None:
                 return decide_publish(request, PublishFacts(None), now, "")
+            affected = tuple(w.entry_spans_overlapping(c, rs, re_))
             facts = PublishFacts(
                 channel=channel,
-                affected=tuple(w.entries_overlapping(c, rs, re_)),
+                affected=affected,
+                spanning_range_start=(
+                    w.entry_at(c, rs) if affected and affected[0].start_utc_ms < rs else None
+                ),
                 left_neighbour=w.left_neighbour(c, rs),
                 right_neighbour=w.right_neighbour(c, re_),
                 block_ids_in_use_outside=w.block_ids_in_use_outside(
@@ -327,7 +331,7 @@ class Playlog:
             c = request.channel_id
             facts = ReplaceEntryFacts(
                 channel=w.get_channel(c),
-                existing=w.current_entry(c, request.block_id),
+                existing=w.current_span(c, request.block_id),
                 dates_with_schedule_day=w.dates_with_schedule_day(c, [request.entry.programming_day_date]),
             )
             return decide_replace_entry(request, facts, now, new_id())
@@ -421,7 +425,7 @@ class Playlog:
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
-            return Snapshot(channel, r.entries_overlapping(channel_id, start_utc_ms, end_utc_ms), now)
+            return Snapshot(channel, r.stored_overlapping(channel_id, start_utc_ms, end_utc_ms), now)
 
     def snapshot_from_now(self, channel_id: str, page: int = 1000) -> Snapshot:
         """The entries that end after now, read in one consistent snapshot."""
@@ -430,22 +434,22 @@ class Playlog:
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
-            entries: list[Entry] = []
+            entries: list[StoredEntry] = []
             after: int | None = None
             while True:
-                batch = r.entries_ending_after(channel_id, now, after, page)
+                batch = r.stored_ending_after(channel_id, now, after, page)
                 entries.extend(batch)
                 if len(batch) < page:
                     return Snapshot(channel, entries, now)
                 after = batch[-1].start_utc_ms
 
-    def entry_at(self, channel_id: str, at_utc_ms: int, include_flexible: bool) -> Entry | None:
+    def entry_at(self, channel_id: str, at_utc_ms: int, include_flexible: bool) -> StoredEntry | None:
         with self.store.read() as r:
             now = self.clock.now_utc_ms()
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
-            entry = r.entry_at(channel_id, at_utc_ms)
+            entry = r.stored_entry_at(channel_id, at_utc_ms)
         if entry is None:
             return None
         if not include_flexible and entry.start_utc_ms >= locked_until(now, channel.locked_window_ms):

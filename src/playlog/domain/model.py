@@ -44,7 +44,7 @@ class Channel:
     current_generation_id: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Segment:
     segment_id: str
     segment_type: str
@@ -54,7 +54,7 @@ class Segment:
     title: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One block of air time on a channel: [start_utc_ms, end_utc_ms)."""
 
@@ -69,6 +69,9 @@ class Entry:
     is_operator_override: bool = False
     generation_id: int = 0
     override_record_id: str = ""
+    # The entry's wire form as the client sent it, when it came over the
+    # wire: stored and sent on as it is (opaque to the domain).
+    wire: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,10 @@ class PublishRecord:
     # A cut of the entry on air: `entries` begins with that block's kept part,
     # which ends at range_start_utc_ms (SPEC section 2).
     cut_block_id: str = ""
+    # Its entries' stored wire forms, in order (the cut entry's first).
+    payloads: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
     # The publish's watch event as sent on the wire, made once at commit for
-    # every subscriber (opaque here; empty when read back from history).
+    # every subscriber (opaque here).
     encoded_event: bytes = field(default=b"", repr=False, compare=False)
 
 

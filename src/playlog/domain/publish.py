@@ -44,8 +44,12 @@ class PublishFacts:
     """What the store knows, read inside the write transaction."""
 
     channel: Channel | None
-    # Current entries overlapping the range, by start.
+    # Current entries overlapping the range, by start (their spans and ids:
+    # segments are not read for the checks).
     affected: tuple[Entry, ...] = ()
+    # The whole entry the range starts inside of, if one does (a cut keeps
+    # its part before the range start).
+    spanning_range_start: Entry | None = None
     # The last current entry ending at or before the range start.
     left_neighbour: Entry | None = None
     # The first current entry starting at or after the range end.
@@ -58,22 +62,52 @@ class PublishFacts:
 
 @dataclass(frozen=True)
 class PublishPlan:
-    """An accepted write: persist override_record first, then the entries."""
+    """An accepted write: persist override_record first, then the entries.
+
+    `new_entries` are the entries as requested (by start); every one of them is
+    written with the plan's generation and override marks (`entries` shows
+    them stamped). `cut` is the kept part of the entry on air when the publish
+    cuts it (SPEC section 2), already stamped; it lies before the range."""
 
     channel_id: str
     generation_id: int
     previous_generation_id: int
     range_start_utc_ms: int
     range_end_utc_ms: int
-    entries: tuple[Entry, ...]
+    new_entries: tuple[Entry, ...]
     superseded: tuple[Entry, ...]
     override_record: OverrideRecord | None
     reason_code: str
     actor: str
     committed_utc_ms: int
-    # Set when the publish cuts the entry on air: `entries` then begins with
-    # that entry's kept part, which lies before the range (SPEC section 2).
-    cut_block_id: str = ""
+    cut: Entry | None = None
+
+    @property
+    def operator_override(self) -> bool:
+        return self.override_record is not None
+
+    @property
+    def override_record_id(self) -> str:
+        return self.override_record.id if self.override_record is not None else ""
+
+    @property
+    def cut_block_id(self) -> str:
+        return self.cut.block_id if self.cut is not None else ""
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        """Every entry the publish writes, as stored: the cut part first."""
+        stamped = tuple(
+            dataclasses.replace(
+                entry,
+                channel_id=self.channel_id,
+                generation_id=self.generation_id,
+                is_operator_override=self.operator_override,
+                override_record_id=self.override_record_id,
+            )
+            for entry in self.new_entries
+        )
+        return (self.cut, *stamped) if self.cut is not None else stamped
 
 
 def decide_publish(
@@ -84,7 +118,7 @@ def decide_publish(
         return _unknown_channel(request.channel_id)
     channel = facts.channel
     new_entries = tuple(sorted(request.entries, key=lambda e: e.start_utc_ms))
-    on_air = _entry_cut_by(request, facts.affected, now_utc_ms)
+    on_air = _entry_cut_by(request, facts.spanning_range_start, now_utc_ms)
     rejection = (
         _check_past(request, facts.affected, new_entries, channel, now_utc_ms)
         or _check_locked(request, facts.affected, new_entries, channel, now_utc_ms)
@@ -98,16 +132,19 @@ def decide_publish(
     return _plan(request, facts.affected, new_entries, channel, now_utc_ms, override_record_id, on_air)
 
 
-def _entry_cut_by(request: PublishRequest, affected: Sequence[Entry], now: int) -> Entry | None:
+def _entry_cut_by(request: PublishRequest, spanning: Entry | None, now: int) -> Entry | None:
     """The entry on air when the range starts inside it, at or after now: a cut.
 
     Its aired part [start, now) and the part up to the range start stay as they
     are; only what follows the range start is replaced (SPEC section 2).
     """
     rs = request.range_start_utc_ms
-    for entry in affected:
-        if entry.start_utc_ms < now < entry.end_utc_ms and now <= rs < entry.end_utc_ms:
-            return entry
+    if (
+        spanning is not None
+        and spanning.start_utc_ms < now < spanning.end_utc_ms
+        and now <= rs < spanning.end_utc_ms
+    ):
+        return spanning
     return None
 
 
@@ -129,6 +166,7 @@ def cut_entry(entry: Entry, at_utc_ms: int, generation_id: int, override_record_
         entry,
         end_utc_ms=at_utc_ms,
         segments=tuple(kept),
+        wire=b"",  # its segments changed: encoded anew
         generation_id=generation_id,
         is_operator_override=True,
         override_record_id=override_record_id,
@@ -167,7 +205,9 @@ def decide_replace_entry(
             f"{request.channel_id!r}; read the window to find its block ids",
             Evidence(mutated_block_id=request.block_id),
         )
-    new_entry = dataclasses.replace(request.entry, block_id=request.block_id)
+    new_entry = request.entry
+    if new_entry.block_id != request.block_id:  # inherits the request's block id
+        new_entry = dataclasses.replace(new_entry, block_id=request.block_id, wire=b"")
     as_publish = PublishRequest(
         channel_id=request.channel_id,
         range_start_utc_ms=existing.start_utc_ms,
@@ -362,7 +402,7 @@ def _check_contiguity(
     """
     rs, re_ = request.range_start_utc_ms, request.range_end_utc_ms
     for entry in facts.affected:
-        if entry is on_air and entry.end_utc_ms <= re_:
+        if on_air is not None and entry.block_id == on_air.block_id and entry.end_utc_ms <= re_:
             continue  # a cut: its part before the range start stays
         if entry.start_utc_ms < rs or entry.end_utc_ms > re_:
             return _contiguity(
@@ -459,20 +499,11 @@ def _plan(
 ) -> PublishPlan:
     generation = request.generation_id or channel.current_generation_id + 1
     record_id = override_record_id if request.operator_override else ""
-    stamped = tuple(
-        dataclasses.replace(
-            entry,
-            channel_id=request.channel_id,
-            generation_id=generation,
-            is_operator_override=request.operator_override,
-            override_record_id=record_id,
-        )
-        for entry in new_entries
-    )
     target = f"execution_window [{request.range_start_utc_ms}, {request.range_end_utc_ms})"
+    cut = None
     if on_air is not None:
-        # The cut entry's aired part comes first, under the new generation.
-        stamped = (cut_entry(on_air, request.range_start_utc_ms, generation, record_id), *stamped)
+        # The cut entry's aired part stays, under the new generation.
+        cut = cut_entry(on_air, request.range_start_utc_ms, generation, record_id)
         target += f", cutting block {on_air.block_id} at {request.range_start_utc_ms}"
     record = None
     if request.operator_override:
@@ -498,10 +529,10 @@ def _plan(
         previous_generation_id=channel.current_generation_id,
         range_start_utc_ms=request.range_start_utc_ms,
         range_end_utc_ms=request.range_end_utc_ms,
-        entries=stamped,
+        new_entries=tuple(new_entries),
         superseded=tuple(affected),
         override_record=record,
-        cut_block_id=on_air.block_id if on_air is not None else "",
+        cut=cut,
         reason_code=request.reason_code,
         actor=request.actor,
         committed_utc_ms=now,

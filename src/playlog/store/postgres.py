@@ -23,8 +23,8 @@ import psycopg
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
 from playlog.store.base import StoreError
-from playlog.store.postgres_schema import MIGRATIONS
-from playlog.store.sql import SqlStore, SqlView
+from playlog.store.postgres_schema import MIGRATIONS, PAYLOAD_VERSION
+from playlog.store.sql import SqlStore, SqlView, backfill_payloads
 
 log = logging.getLogger("playlog.store")
 
@@ -147,6 +147,8 @@ def migrate(conn: psycopg.Connection[Any]) -> int:
             conn.execute("INSERT INTO playlog_schema (version) VALUES (0)")
         for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
             conn.execute(script.encode())  # several statements: no parameters
+            if version == PAYLOAD_VERSION:
+                backfill_payloads(lambda sql, params=(): conn.execute(_translate(sql, False), params))
             conn.execute("UPDATE playlog_schema SET version = %s", (version,))
         conn.execute("COMMIT")
     except BaseException:

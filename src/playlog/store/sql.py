@@ -3,6 +3,7 @@ PostgreSQL alike, and the row <-> domain conversions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from playlog import wire
 from playlog.domain.model import (
     Channel,
     Entry,
@@ -28,13 +30,20 @@ from playlog.store.base import (
     FaultStep,
     IntegrityFinding,
     OverrideRecordPersistError,
+    StoredEntry,
     StoreError,
 )
 
-_ENTRY_COLUMNS = (
-    "channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
-    "programming_day_date, transmission_log_ref, is_operator_override, generation_id, "
-    "override_record_id"
+# What checks and indexes need; the whole entry is its wire form, `payload`.
+_SPAN_COLUMNS = (
+    "channel_id, block_id, block_index, start_utc_ms, end_utc_ms, programming_day_date, "
+    "is_operator_override, generation_id, override_record_id"
+)
+_STORED_COLUMNS = "start_utc_ms, end_utc_ms, generation_id, payload"
+_INSERT_ENTRY = (
+    "INSERT INTO entries (channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
+    "programming_day_date, transmission_log_ref, is_operator_override, generation_id, override_record_id, "
+    "payload) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)"
 )
 _CURRENT = "channel_id = :c AND superseded_by_generation IS NULL"
 _DAY_COLUMNS = (
@@ -48,17 +57,29 @@ _RECORD_COLUMNS = (
 )
 
 
-def _segments_to_json(segments: Sequence[Segment]) -> str:
-    return json.dumps(
-        [
-            [s.segment_id, s.segment_type, s.asset_uri, s.asset_offset_ms, s.duration_ms, s.title]
-            for s in segments
-        ],
-        separators=(",", ":"),
+def _span(row: Sequence[Any]) -> Entry:
+    """An entry's span and identity, for the checks (its segments are not read)."""
+    return Entry(
+        channel_id=row[0],
+        block_id=row[1],
+        block_index=row[2],
+        start_utc_ms=row[3],
+        end_utc_ms=row[4],
+        segments=(),
+        programming_day_date=row[5],
+        is_operator_override=bool(row[6]),
+        generation_id=row[7],
+        override_record_id=row[8] or "",
     )
 
 
-def _entry(row: Sequence[Any]) -> Entry:
+def _stored(row: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(row[0], row[1], row[2], bytes(row[3]))
+
+
+def legacy_entry(row: Sequence[Any]) -> Entry:
+    """An entry of schema version 3 or older, from its columns and segments_json
+    (`LEGACY_ENTRY_COLUMNS`): migration 4 encodes it once as its payload."""
     return Entry(
         channel_id=row[0],
         block_id=row[1],
@@ -72,6 +93,22 @@ def _entry(row: Sequence[Any]) -> Entry:
         generation_id=row[9],
         override_record_id=row[10] or "",
     )
+
+
+LEGACY_ENTRY_COLUMNS = (
+    "channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
+    "programming_day_date, transmission_log_ref, is_operator_override, generation_id, "
+    "override_record_id"
+)
+
+
+def backfill_payloads(execute: Callable[..., Any]) -> None:
+    """Migration 4's data step: each older entry's wire form, encoded once."""
+    rows = execute(f"SELECT id, {LEGACY_ENTRY_COLUMNS} FROM entries WHERE payload IS NULL").fetchall()
+    for row in rows:
+        execute(
+            "UPDATE entries SET payload = ? WHERE id = ?", (wire.encode_entry(legacy_entry(row[1:])), row[0])
+        )
 
 
 def _day(row: Sequence[Any]) -> ScheduleDay:
@@ -157,71 +194,85 @@ class SqlView:
         ).fetchall()
         return [Channel(*r) for r in rows]
 
-    def entries_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Entry]:
+    def _overlapping(self, columns: str, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Any]:
         # Entries never overlap, so the first one overlapping the range is the
         # one with the latest start at or before start_utc_ms (or later ones):
         # the scan is bounded by the entries returned, not the entries stored.
-        rows = self._q(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} "
+        rows: list[Any] = self._q(
+            f"SELECT {columns} FROM entries WHERE {_CURRENT} "
             "AND start_utc_ms >= COALESCE((SELECT MAX(start_utc_ms) FROM entries "
             f"  WHERE {_CURRENT} AND start_utc_ms <= :s), :s) "
             "AND start_utc_ms < :e AND end_utc_ms > :s ORDER BY start_utc_ms",
             {"c": channel_id, "s": start_utc_ms, "e": end_utc_ms},
         ).fetchall()
-        return [_entry(r) for r in rows]
+        return rows
 
-    def entries_ending_after(
+    def entry_spans_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Entry]:
+        return [_span(r) for r in self._overlapping(_SPAN_COLUMNS, channel_id, start_utc_ms, end_utc_ms)]
+
+    def stored_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[StoredEntry]:
+        return [_stored(r) for r in self._overlapping(_STORED_COLUMNS, channel_id, start_utc_ms, end_utc_ms)]
+
+    def stored_ending_after(
         self, channel_id: str, at_utc_ms: int, after_start_utc_ms: int | None, limit: int
-    ) -> list[Entry]:
+    ) -> list[StoredEntry]:
         """Entries ending after at_utc_ms, by start; paged by the last start seen."""
         if after_start_utc_ms is None:
-            first = self.entry_at(channel_id, at_utc_ms)
+            first = self.stored_entry_at(channel_id, at_utc_ms)
             lower = first.start_utc_ms if first else at_utc_ms
             rows = self._q(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :lo "
+                f"SELECT {_STORED_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :lo "
                 "AND end_utc_ms > :t ORDER BY start_utc_ms LIMIT :n",
                 {"c": channel_id, "lo": lower, "t": at_utc_ms, "n": limit},
             ).fetchall()
         else:
             rows = self._q(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms > :lo "
+                f"SELECT {_STORED_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms > :lo "
                 "ORDER BY start_utc_ms LIMIT :n",
                 {"c": channel_id, "lo": after_start_utc_ms, "n": limit},
             ).fetchall()
-        return [_entry(r) for r in rows]
+        return [_stored(r) for r in rows]
 
-    def entry_at(self, channel_id: str, at_utc_ms: int) -> Entry | None:
+    def _at(self, columns: str, channel_id: str, at_utc_ms: int) -> Any:
+        """The current entry containing at_utc_ms; its end is the columns' second."""
         row = self._q(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms <= :t "
+            f"SELECT {columns} FROM entries WHERE {_CURRENT} AND start_utc_ms <= :t "
             "ORDER BY start_utc_ms DESC LIMIT 1",
             {"c": channel_id, "t": at_utc_ms},
         ).fetchone()
-        if row is None or row[4] <= at_utc_ms:
-            return None
-        return _entry(row)
+        return row
 
-    def current_entry(self, channel_id: str, block_id: str) -> Entry | None:
+    def stored_entry_at(self, channel_id: str, at_utc_ms: int) -> StoredEntry | None:
+        row = self._at(_STORED_COLUMNS, channel_id, at_utc_ms)
+        return _stored(row) if row is not None and row[1] > at_utc_ms else None
+
+    def entry_at(self, channel_id: str, at_utc_ms: int) -> Entry | None:
+        """The whole entry containing at_utc_ms, segments included."""
+        row = self._at("start_utc_ms, end_utc_ms, payload", channel_id, at_utc_ms)
+        return wire.decode_entry(bytes(row[2])) if row is not None and row[1] > at_utc_ms else None
+
+    def current_span(self, channel_id: str, block_id: str) -> Entry | None:
         row = self._q(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND block_id = :b",
+            f"SELECT {_SPAN_COLUMNS} FROM entries WHERE {_CURRENT} AND block_id = :b",
             {"c": channel_id, "b": block_id},
         ).fetchone()
-        return _entry(row) if row else None
+        return _span(row) if row else None
 
     def left_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None:
         row = self._q(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms < :t "
+            f"SELECT {_SPAN_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms < :t "
             "AND end_utc_ms <= :t ORDER BY start_utc_ms DESC LIMIT 1",
             {"c": channel_id, "t": at_utc_ms},
         ).fetchone()
-        return _entry(row) if row else None
+        return _span(row) if row else None
 
     def right_neighbour(self, channel_id: str, at_utc_ms: int) -> Entry | None:
         row = self._q(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :t "
+            f"SELECT {_SPAN_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms >= :t "
             "ORDER BY start_utc_ms LIMIT 1",
             {"c": channel_id, "t": at_utc_ms},
         ).fetchone()
-        return _entry(row) if row else None
+        return _span(row) if row else None
 
     def block_ids_in_use_outside(
         self, channel_id: str, block_ids: Sequence[str], start_utc_ms: int, end_utc_ms: int
@@ -282,8 +333,8 @@ class SqlView:
         ).fetchall()
         out = []
         for r in rows:
-            entries = self._q(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE channel_id = ? AND generation_id = ? "
+            payloads = self._q(
+                "SELECT payload FROM entries WHERE channel_id = ? AND generation_id = ? "
                 "ORDER BY start_utc_ms",
                 (channel_id, r[1]),
             ).fetchall()
@@ -299,8 +350,8 @@ class SqlView:
                     operator_override=bool(r[7]),
                     override_record_id=r[8] or "",
                     committed_utc_ms=r[9],
-                    entries=tuple(_entry(e) for e in entries),
                     cut_block_id=r[10] or "",
+                    payloads=tuple(bytes(p[0]) for p in payloads),
                 )
             )
         return out
@@ -407,27 +458,29 @@ class SqlView:
                 },
             )
         self._faults.check(FaultStep.ENTRIES)
-        self._qmany(
-            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    c,
-                    e.block_id,
-                    e.block_index,
-                    e.start_utc_ms,
-                    e.end_utc_ms,
-                    _segments_to_json(e.segments),
-                    e.programming_day_date,
-                    e.transmission_log_ref,
-                    int(e.is_operator_override),
-                    e.generation_id,
-                    e.override_record_id or None,
-                )
-                for e in plan.entries
-            ],
-        )
+        record_id = plan.override_record_id
+        override = plan.operator_override
+        rows: list[tuple[Any, ...]] = []
+        payloads: list[bytes] = []
+        if plan.cut is not None:
+            cut = plan.cut
+            payload = wire.encode_entry(dataclasses.replace(cut, channel_id=c))
+            payloads.append(payload)
+            rows.append(
+                (c, cut.block_id, cut.block_index, cut.start_utc_ms, cut.end_utc_ms, cut.programming_day_date,
+                 cut.transmission_log_ref, 1, cut.generation_id, cut.override_record_id or None, payload)
+            )  # fmt: skip
+        # The server's fields, encoded once and appended to each entry's bytes.
+        suffix = wire.stamp_suffix(c, plan.generation_id, override, record_id)
+        for e in plan.new_entries:
+            payload = (e.wire or wire.encode_entry(e)) + suffix
+            payloads.append(payload)
+            rows.append(
+                (c, e.block_id, e.block_index, e.start_utc_ms, e.end_utc_ms, e.programming_day_date,
+                 e.transmission_log_ref, int(override), plan.generation_id, record_id or None, payload)
+            )  # fmt: skip
+        self._qmany(_INSERT_ENTRY, rows)
         self._faults.check(FaultStep.PUBLISH_HISTORY)
-        record_id = plan.override_record.id if plan.override_record else None
         self._q(
             "INSERT INTO publishes (channel_id, generation_id, previous_generation_id, "
             "range_start_utc_ms, range_end_utc_ms, reason_code, actor, operator_override, "
@@ -440,8 +493,8 @@ class SqlView:
                 plan.range_end_utc_ms,
                 plan.reason_code,
                 plan.actor,
-                int(plan.override_record is not None),
-                record_id,
+                int(override),
+                record_id or None,
                 plan.committed_utc_ms,
                 plan.cut_block_id or None,
             ),
@@ -460,11 +513,11 @@ class SqlView:
             range_end_utc_ms=plan.range_end_utc_ms,
             reason_code=plan.reason_code,
             actor=plan.actor,
-            operator_override=plan.override_record is not None,
-            override_record_id=record_id or "",
+            operator_override=override,
+            override_record_id=record_id,
             committed_utc_ms=plan.committed_utc_ms,
-            entries=plan.entries,
             cut_block_id=plan.cut_block_id,
+            payloads=tuple(payloads),
         )
 
     def insert_schedule_day(self, day: ScheduleDay, superseded_id: str) -> None:

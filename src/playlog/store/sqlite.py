@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from playlog.store.base import StoreError
-from playlog.store.sql import SqlStore, SqlView
-from playlog.store.sqlite_schema import MIGRATIONS
+from playlog.store.sql import SqlStore, SqlView, backfill_payloads
+from playlog.store.sqlite_schema import MIGRATIONS, PAYLOAD_VERSION
 
 DB_FILE = "playlog.sqlite3"
 # Held (flock, exclusive) by the one process serving the data directory; it
@@ -127,6 +127,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         try:
             for statement in _statements(script):
                 conn.execute(statement)
+            if version == PAYLOAD_VERSION:
+                backfill_payloads(conn.execute)
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:

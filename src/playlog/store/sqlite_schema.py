@@ -156,4 +156,21 @@ CREATE TABLE clock_floor (
 INSERT INTO clock_floor (id, acted_utc_ms) VALUES (1, 0);
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3]
+# Version 4 (issue 9): each entry's wire form (a serialized
+# playlog.v1.ExecutionEntry, generation stamped) is stored beside the columns
+# checks and indexes need, so that reads and events send stored bytes. Older
+# entries are encoded once by the migration's data step (sql.backfill_payloads);
+# segments_json is no longer written ('').
+V4 = """
+ALTER TABLE entries ADD COLUMN payload BLOB;
+CREATE TRIGGER entries_payload_immutable
+BEFORE UPDATE OF payload ON entries
+WHEN OLD.payload IS NOT NULL
+BEGIN
+    SELECT RAISE(ABORT, 'INV-PLAYLOG-LOCKED-IMMUTABLE-001: entries are replaced, never updated');
+END;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4]
+# The version whose migration also encodes older entries' payloads.
+PAYLOAD_VERSION = 4
