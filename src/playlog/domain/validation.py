@@ -13,7 +13,9 @@ from collections.abc import Iterable, Sequence
 from playlog.domain.model import Entry, ScheduleSlot
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+# Matched against the whole value (fullmatch): `$` alone would also match
+# before a trailing newline, and "ch1\n" would be a second channel beside "ch1".
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 ID_RULE = "must be 1-128 characters: letters, digits and . _ : @ / - (starting with a letter or digit)"
 
 # Instants must be representable and sane: 1970 .. 9999.
@@ -23,7 +25,7 @@ MAX_UTC_MS = 253_402_300_799_999
 def check_id(value: str, field: str, out: list[FieldViolation]) -> None:
     if not value:
         out.append(FieldViolation(field, "required"))
-    elif not _ID.match(value):
+    elif not _ID.fullmatch(value):
         out.append(FieldViolation(field, ID_RULE))
 
 
