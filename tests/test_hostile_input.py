@@ -7,16 +7,18 @@ the channel and the server stay usable afterwards, restarts included."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from playlog.api.errors import MAX_MESSAGE_BYTES, invalid_argument_status
 from playlog.domain.rejection import FieldViolation
-from playlog.domain.validation import check_id
+from playlog.domain.validation import check_id, quote
 from playlog.v1 import (
     audit_service_pb2,
     channel_service_pb2,
@@ -135,3 +137,98 @@ async def test_an_id_with_a_trailing_newline_is_not_a_second_channel_or_block(ru
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await running.stubs.days.StoreScheduleDay(sd.StoreScheduleDayRequest(schedule_day=day))
     assert [f for f, _ in bad_request(info.value)] == ["schedule_day.plan_id"]
+
+
+# -- error details are bounded ----------------------------------------------------------
+
+LONG_ID = "x" * 20_000
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.channel.GetChannel(ch.GetChannelRequest(channel_id=LONG_ID)),
+        lambda s: s.days.GetScheduleDay(
+            sd.GetScheduleDayRequest(channel_id=LONG_ID, programming_day_date="2026-11-22")
+        ),
+        lambda s: s.days.GetScheduleDay(
+            sd.GetScheduleDayRequest(channel_id=CH, programming_day_date=LONG_ID)
+        ),
+        lambda s: s.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id=LONG_ID)),
+        lambda s: s.window.ReadWindowSnapshot(
+            ew.ReadWindowSnapshotRequest(channel_id=LONG_ID, start_utc_ms=T0, end_utc_ms=T0 + 1)
+        ),
+    ],
+    ids=["GetChannel", "GetScheduleDay-channel", "GetScheduleDay-date", "GetOverrideRecord", "Read"],
+)
+async def test_a_20000_character_id_is_answered_not_refused_by_the_transport(
+    running: Running, call: Callable[[Any], Awaitable[Any]]
+) -> None:
+    await _prepare(running)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(running.stubs)
+    assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert len(info.value.details() or "") < 400
+
+
+async def test_a_48_entry_publish_with_a_129_character_channel_id_is_invalid_argument(
+    running: Running,
+) -> None:
+    await _prepare(running)
+    entries = day_of_entries(T0 + DAY)
+    for e in entries:
+        e.channel_id = CH
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await running.stubs.window.PublishAtomicReplace(
+            publish_request(channel_id="c" * 129, entries=entries)
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    shown = bad_request(info.value)
+    # channel_id, then one violation per entry: the first 20, and how many more.
+    assert shown[0][0] == "channel_id" and shown[1][0] == "entries[0].channel_id"
+    assert shown[-1] == ("", f"… and {49 - (len(shown) - 1)} more")
+    assert len(shown) <= 21
+    assert "…(129 chars)" in shown[1][1]
+
+
+def test_quote_cuts_long_values() -> None:
+    assert quote("ch1") == "'ch1'"
+    assert quote("a" * 64) == repr("a" * 64)
+    assert quote("a" * 65) == f"{'a' * 64!r}…(65 chars)"
+    assert quote("é" * 20_000, limit=3) == "'ééé'…(20000 chars)"
+
+
+def _trailer_bytes(status: grpc.Status) -> int:
+    """The size of a status's trailers as grpc sends them."""
+    message = status.details.encode()
+    encoded = sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in message)
+    binary = sum(len(key) + (len(value) * 4 + 2) // 3 for key, value in status.trailing_metadata)
+    return encoded + binary
+
+
+@pytest.mark.parametrize("text", ["x", "é", "\U0001f4fa", "%"])
+def test_an_invalid_argument_status_always_fits_the_trailers(text: str) -> None:
+    violations = [
+        FieldViolation(
+            f"entries[{i}].segments[{i}].segment_id", f"duplicate {quote(text * 5000)} " + text * 400
+        )
+        for i in range(10_000)
+    ]
+    status = invalid_argument_status(violations)
+    assert _trailer_bytes(status) < 8 * 1024  # grpc's default soft limit
+    detail = error_details_pb2.BadRequest()
+    proto = status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    assert proto.details[0].Unpack(detail)
+    shown = [(v.field, v.description) for v in detail.field_violations]
+    assert 2 <= len(shown) <= 21
+    assert shown[0][0] == "entries[0].segments[0].segment_id"
+    assert shown[-1] == ("", f"… and {10_000 - (len(shown) - 1)} more")
+    assert status.details.endswith("…")
+    assert sum(1 if " " <= c <= "~" and c != "%" else 3 * len(c.encode()) for c in status.details) <= (
+        MAX_MESSAGE_BYTES
+    )
+
+
+def test_a_few_short_violations_are_reported_whole() -> None:
+    status = invalid_argument_status([FieldViolation("a", "required"), FieldViolation("b", "must be > 0")])
+    assert status.details == "a: required; b: must be > 0"

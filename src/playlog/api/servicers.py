@@ -22,7 +22,7 @@ from playlog.auth import current_principal
 from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock
 from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
 from playlog.domain.rejection import FieldViolation, MalformedRequest
-from playlog.domain.validation import check_date, check_id, raise_if_any
+from playlog.domain.validation import check_date, check_id, quote, raise_if_any
 from playlog.v1 import (
     audit_service_pb2 as audit_pb,
 )
@@ -118,7 +118,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
     ) -> channel_pb.GetChannelResponse:
         channel = await self.run(self.playlog.get_channel, request.channel_id)
         if channel is None:
-            raise NotFound(f"channel {request.channel_id!r} is not declared")
+            raise NotFound(f"channel {quote(request.channel_id)} is not declared")
         return channel_pb.GetChannelResponse(channel=convert.channel_to_pb(channel))
 
     async def ListChannels(
@@ -270,7 +270,7 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
         day = await self.run(self.playlog.get_schedule_day, request.channel_id, request.programming_day_date)
         if day is None:
             raise NotFound(
-                f"channel {request.channel_id!r} has no ScheduleDay for {request.programming_day_date}"
+                f"channel {quote(request.channel_id)} has no ScheduleDay for {request.programming_day_date}"
             )
         return day_pb.GetScheduleDayResponse(schedule_day=convert.schedule_day_to_pb(day))
 
@@ -322,7 +322,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             raise MalformedRequest([FieldViolation("id", "required")])
         record = await self.run(self.playlog.get_override_record, request.id)
         if record is None:
-            raise NotFound(f"no override record with id {request.id!r}")
+            raise NotFound(f"no override record with id {quote(request.id)}")
         return audit_pb.GetOverrideRecordResponse(record=convert.override_record_to_pb(record))
 
     async def VerifyIntegrity(
