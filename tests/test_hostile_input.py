@@ -7,18 +7,24 @@ the channel and the server stay usable afterwards, restarts included."""
 
 from __future__ import annotations
 
+import re
+import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.descriptor import Descriptor
+from google.protobuf import duration_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from playlog.api import limits
 from playlog.api.errors import MAX_MESSAGE_BYTES, invalid_argument_status
-from playlog.domain.rejection import FieldViolation
-from playlog.domain.validation import check_id, quote
+from playlog.domain.rejection import FieldViolation, MalformedRequest
+from playlog.domain.validation import MAX_UTC_MS, check_id, quote
 from playlog.v1 import (
     audit_service_pb2,
     channel_service_pb2,
@@ -28,11 +34,17 @@ from playlog.v1 import (
 )
 from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import channel_service_pb2 as ch
+from playlog.v1 import channel_service_pb2_grpc as ch_grpc
 from playlog.v1 import clock_service_pb2 as clk
+from playlog.v1 import clock_service_pb2_grpc as clk_grpc
 from playlog.v1 import execution_window_service_pb2 as ew
+from playlog.v1 import execution_window_service_pb2_grpc as ew_grpc
 from playlog.v1 import schedule_day_service_pb2 as sd
-from tests.builders import DAY, HOUR, T0, date_of, day_of_entries, schedule_day
+from playlog.v1 import schedule_day_service_pb2_grpc as sd_grpc
+from playlog.v1 import types_pb2 as pb
+from tests.builders import DAY, HOUR, T0, date_of, day_of_entries, entry, schedule_day
 from tests.conftest import Running
+from tests.test_served_process import Served, free_port
 
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
@@ -97,6 +109,221 @@ async def _still_usable(r: Running) -> None:
     stream.cancel()
     assert first.snapshot.channel_generation_id == 1
     assert list((await r.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest())).records) == []
+
+
+# -- the rule table: every integer field of every request has a range ----------------
+
+
+def test_every_integer_field_of_every_request_has_a_range() -> None:
+    types = request_types()
+    # The enumeration itself must see the services (an empty one proves nothing).
+    assert len(types) == 20
+    assert types["playlog.v1.ExecutionWindowService/PublishAtomicReplace"].name == (
+        "PublishAtomicReplaceRequest"
+    )
+    assert limits.unruled_fields(types.values()) == []
+
+
+def test_an_integer_field_without_a_rule_is_found_and_accepts_only_zero() -> None:
+    # google.protobuf.Duration stands in for a request that gained a number nobody ruled.
+    assert limits.unruled_fields([duration_pb2.Duration.DESCRIPTOR]) == [
+        "google.protobuf.Duration.seconds",
+        "google.protobuf.Duration.nanos",
+    ]
+    assert limits.violations(duration_pb2.Duration()) == []
+    assert [v.field for v in limits.violations(duration_pb2.Duration(seconds=1, nanos=1))] == [
+        "seconds",
+        "nanos",
+    ]
+
+
+NUMBER_CASES: list[tuple[Callable[[int], Message], str, int, int | None]] = [
+    # (request with the value at the field, field path, lowest allowed, highest allowed)
+    (lambda v: ew.PublishAtomicReplaceRequest(range_start_utc_ms=v), "range_start_utc_ms", 0, MAX_UTC_MS),
+    (lambda v: ew.PublishAtomicReplaceRequest(generation_id=v), "generation_id", 0, 2**52),
+    (
+        lambda v: ew.PublishAtomicReplaceRequest(
+            entries=[pb.ExecutionEntry(), pb.ExecutionEntry(generation_id=v)]
+        ),
+        "entries[1].generation_id",
+        0,
+        2**53 - 1,
+    ),
+    (
+        lambda v: ew.PublishAtomicReplaceRequest(entries=[pb.ExecutionEntry(block_index=v)]),
+        "entries[0].block_index",
+        0,
+        2**53 - 1,
+    ),
+    (
+        lambda v: ew.PublishAtomicReplaceRequest(
+            entries=[
+                pb.ExecutionEntry(segments=[pb.Segment(duration_ms=1)]),
+                pb.ExecutionEntry(segments=[pb.Segment(duration_ms=1), pb.Segment(duration_ms=v)]),
+            ]
+        ),
+        "entries[1].segments[1].duration_ms",
+        1,
+        2_592_000_000,
+    ),
+    (
+        lambda v: ew.ReplaceEntryRequest(
+            entry=pb.ExecutionEntry(segments=[pb.Segment(duration_ms=1, asset_offset_ms=v)])
+        ),
+        "entry.segments[0].asset_offset_ms",
+        0,
+        2_592_000_000,
+    ),
+    (
+        lambda v: ew.ReplaceEntryRequest(entry=pb.ExecutionEntry(end_utc_ms=v)),
+        "entry.end_utc_ms",
+        0,
+        MAX_UTC_MS,
+    ),
+    (lambda v: ew.GetEntryAtRequest(at_utc_ms=v), "at_utc_ms", 0, MAX_UTC_MS),
+    (lambda v: ew.ReadWindowSnapshotRequest(end_utc_ms=v), "end_utc_ms", 0, MAX_UTC_MS),
+    (lambda v: ew.WatchWindowRequest(after_generation_id=v), "after_generation_id", 0, 2**53 - 1),
+    (lambda v: ew.WatchWindowRequest(progress_interval_ms=v), "progress_interval_ms", 0, 2_592_000_000),
+    (lambda v: ch.DeclareChannelRequest(locked_window_ms=v), "locked_window_ms", 1, 2_592_000_000),
+    (lambda v: clk.SetTimeRequest(now_utc_ms=v), "now_utc_ms", 0, MAX_UTC_MS),
+    (lambda v: clk.AdvanceTimeRequest(delta_ms=v), "delta_ms", 1, 2_592_000_000),
+    (lambda v: audit.ListOverrideRecordsRequest(page_size=v), "page_size", 0, None),
+    (
+        lambda v: sd.StoreScheduleDayRequest(
+            schedule_day=pb.ScheduleDay(slots=[pb.ScheduleSlot(), pb.ScheduleSlot(start_utc_ms=v)])
+        ),
+        "schedule_day.slots[1].start_utc_ms",
+        0,
+        MAX_UTC_MS,
+    ),
+    (
+        lambda v: sd.OperatorOverrideRequest(schedule_day=pb.ScheduleDay(resolved_utc_ms=v)),
+        "schedule_day.resolved_utc_ms",
+        0,
+        MAX_UTC_MS,
+    ),
+]
+
+
+def _int_limits(message: Message, path: str) -> tuple[int, int]:
+    """The range the field's protobuf type can carry at all."""
+    descriptor: Any = message.DESCRIPTOR
+    field: Any = None
+    for part in path.split("."):
+        field = descriptor.fields_by_name[part.split("[")[0]]
+        descriptor = field.message_type
+    unsigned = field.cpp_type in (FieldDescriptor.CPPTYPE_UINT32, FieldDescriptor.CPPTYPE_UINT64)
+    bits = 64 if field.cpp_type in (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64) else 32
+    return (0, 2**bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+@pytest.mark.parametrize(("build", "path", "low", "high"), NUMBER_CASES, ids=[c[1] for c in NUMBER_CASES])
+def test_each_number_is_checked_at_its_bounds_with_its_path_and_range(
+    build: Callable[[int], Message], path: str, low: int, high: int | None
+) -> None:
+    type_low, type_high = _int_limits(build(0), path)
+    for value in (low, high if high is not None else type_high):
+        assert limits.violations(build(value)) == [], value
+        limits.check(build(value))
+    candidates = [low - 1, type_low, type_high] + ([high + 1] if high is not None else [])
+    refused = [
+        v for v in candidates if type_low <= v <= type_high and not (low <= v and (high is None or v <= high))
+    ]
+    assert refused
+    range_text = f"between {low} and {high}" if high is not None else f">= {low}"
+    for value in refused:
+        found = limits.violations(build(value))
+        assert [v.field for v in found] == [path], value
+        assert range_text in found[0].rule and found[0].rule.endswith(f"got {value}")
+        with pytest.raises(MalformedRequest, match=re.escape(path)):
+            limits.check(build(value))
+
+
+def test_the_rule_names_the_range_and_the_value() -> None:
+    request = publish_request()
+    request.entries[3].segments[0].duration_ms = INT64_MAX
+    request.range_end_utc_ms = INT64_MAX
+    assert [(v.field, v.rule) for v in limits.violations(request)] == [
+        ("range_end_utc_ms", f"must be between 0 and 253402300799999, got {INT64_MAX}"),
+        (
+            "entries[3].segments[0].duration_ms",
+            f"must be between 1 and 2592000000 (30 days), got {INT64_MAX}",
+        ),
+    ]
+
+
+# -- the refusals that used to brick a channel or the server ---------------------------
+
+
+async def _watch_first(r: Running, request: ew.WatchWindowRequest) -> Any:
+    stream = r.stubs.window.WatchWindow(request)
+    try:
+        return await stream.read()
+    finally:
+        stream.cancel()
+
+
+BRICKS: dict[str, tuple[Callable[[Running], Awaitable[Any]], str]] = {
+    "publish generation 2^63-1": (
+        lambda r: r.stubs.window.PublishAtomicReplace(publish_request(generation_id=INT64_MAX)),
+        "generation_id",
+    ),
+    "publish generation 2^64-1": (
+        lambda r: r.stubs.window.PublishAtomicReplace(publish_request(generation_id=UINT64_MAX)),
+        "generation_id",
+    ),
+    "SetTime 2^63-1": (
+        lambda r: r.stubs.clock.SetTime(clk.SetTimeRequest(now_utc_ms=INT64_MAX)),
+        "now_utc_ms",
+    ),
+    "AdvanceTime 2^63-1": (
+        lambda r: r.stubs.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=INT64_MAX)),
+        "delta_ms",
+    ),
+    "DeclareChannel lock 2^63-1": (
+        lambda r: r.stubs.channel.DeclareChannel(
+            ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=INT64_MAX, reason_code="DEEPER")
+        ),
+        "locked_window_ms",
+    ),
+    "WatchWindow after 2^63": (
+        lambda r: _watch_first(r, ew.WatchWindowRequest(channel_id=CH, after_generation_id=2**63)),
+        "after_generation_id",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BRICKS))
+async def test_a_value_that_used_to_brick_the_service_is_refused_and_everything_stays_usable(
+    running: Running, violations: Any, case: str
+) -> None:
+    await _prepare(running)
+    call, field = BRICKS[case]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(running)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in bad_request(info.value)] == [field]
+    if field != "page_token":
+        # Refused by the interceptor, before the servicer: logged as a malformed request.
+        event = violations.events[-1]
+        assert event["event"] == "mutation_rejected" and event["error_code"] == "INVALID_ARGUMENT"
+        assert event["invariant"] == "INV-PLAYLOG-WELL-FORMED-REQUEST-001-VIOLATED"
+        assert event["field_violations"][0]["field"] == field
+    await _still_usable(running)
+
+
+async def test_a_requested_generation_at_the_limit_still_leaves_room_for_later_publishes(
+    running: Running,
+) -> None:
+    await _prepare(running)
+    first = await running.stubs.window.PublishAtomicReplace(publish_request(generation_id=2**52))
+    assert first.ok and first.published_generation_id == 2**52, first
+    second = await running.publish_day(CH, T0 + DAY, "again")
+    assert second.ok and second.published_generation_id == 2**52 + 1, second
+    stream = running.stubs.window.WatchWindow(ew.WatchWindowRequest(channel_id=CH, after_generation_id=2**52))
+    event = await stream.read()
+    stream.cancel()
+    assert event.replaced.generation_id == 2**52 + 1
 
 
 # -- ids match as a whole ---------------------------------------------------------------
@@ -232,3 +459,77 @@ def test_an_invalid_argument_status_always_fits_the_trailers(text: str) -> None:
 def test_a_few_short_violations_are_reported_whole() -> None:
     status = invalid_argument_status([FieldViolation("a", "required"), FieldViolation("b", "must be > 0")])
     assert status.details == "a: required; b: must be > 0"
+
+
+# -- the served process: refused, restarted, still usable ---------------------------------
+
+
+def _expect_invalid_argument(call: Callable[[], Any], field: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert [f for f, _ in bad_request(info.value)] == [field]
+
+
+def test_the_served_process_refuses_brick_values_and_works_after_a_restart(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    manual = ("--clock", "manual", "--start-utc-ms", str(T0))
+    server = Served(data_dir, port, *manual)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            channels = ch_grpc.ChannelServiceStub(channel)
+            window = ew_grpc.ExecutionWindowServiceStub(channel)
+            clock = clk_grpc.ClockServiceStub(channel)
+            channels.DeclareChannel(ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR))
+            sd_grpc.ScheduleDayServiceStub(channel).StoreScheduleDay(
+                sd.StoreScheduleDayRequest(schedule_day=schedule_day(CH, date_of(T0 + DAY)))
+            )
+            _expect_invalid_argument(
+                lambda: clock.SetTime(clk.SetTimeRequest(now_utc_ms=INT64_MAX)), "now_utc_ms"
+            )
+            _expect_invalid_argument(
+                lambda: window.PublishAtomicReplace(publish_request(generation_id=INT64_MAX)), "generation_id"
+            )
+            _expect_invalid_argument(
+                lambda: channels.DeclareChannel(
+                    ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=INT64_MAX, reason_code="DEEPER")
+                ),
+                "locked_window_ms",
+            )
+            assert clock.GetTime(clk.GetTimeRequest()).now_utc_ms == T0
+            first = window.PublishAtomicReplace(publish_request(T0 + DAY, "a", generation_id=7))
+            assert first.ok and first.published_generation_id == 7, first
+        refused = [e for e in server.log_events() if e.get("error_code") == "INVALID_ARGUMENT"]
+        assert [e["field_violations"][0]["field"] for e in refused] == [  # type: ignore[index]
+            "now_utc_ms",
+            "generation_id",
+            "locked_window_ms",
+        ]
+        assert all(e["level"] == "warning" for e in refused)
+        assert server.stop(signal.SIGTERM) == 0
+        server = Served(data_dir, port, *manual)
+        with grpc.insecure_channel(server.address) as channel:
+            window = ew_grpc.ExecutionWindowServiceStub(channel)
+            assert clk_grpc.ClockServiceStub(channel).GetTime(clk.GetTimeRequest()).now_utc_ms == T0
+            got = ch_grpc.ChannelServiceStub(channel).GetChannel(ch.GetChannelRequest(channel_id=CH))
+            assert got.channel.locked_window_ms == HOUR and got.channel.current_generation_id == 7
+            second = window.PublishAtomicReplace(
+                ew.PublishAtomicReplaceRequest(
+                    channel_id=CH,
+                    range_start_utc_ms=T0 + DAY,
+                    range_end_utc_ms=T0 + DAY + HOUR,
+                    entries=[entry("b0", T0 + DAY, T0 + DAY + HOUR)],
+                )
+            )
+            assert second.ok and second.published_generation_id == 8, second
+            snap = window.ReadWindowSnapshot(
+                ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=T0 + DAY, end_utc_ms=T0 + 2 * DAY)
+            )
+            assert [e.block_id for e in snap.entries[:2]] == ["b0", "a2"]
+            assert snap.channel_generation_id == 8
+        assert not [e for e in server.log_events() if e.get("level") == "error"]
+        assert server.stop(signal.SIGTERM) == 0
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()

@@ -10,6 +10,9 @@ DEADLINE_EXCEEDED without running it; a call cancelled by its deadline while
 running is cancelled (the client sees DEADLINE_EXCEEDED) and counted as such.
 Server-streaming calls re-check their caller whenever the auth file is
 reloaded, so a revoked principal's WatchWindow ends at its next event.
+
+Hostile input stops here too: every number of every playlog.v1 request is
+range-checked (api.limits) right after authentication.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import Message
 
 from playlog import metrics
+from playlog.api import limits
 from playlog.api.errors import abort_for
 from playlog.app.service import call_deadline
 from playlog.auth import (
@@ -34,7 +39,8 @@ from playlog.auth import (
     hash_token,
     required_role,
 )
-from playlog.events import emit
+from playlog.domain.rejection import MalformedRequest
+from playlog.events import emit, log_malformed
 
 log = logging.getLogger("playlog.auth")
 
@@ -45,6 +51,8 @@ StreamBehavior = Callable[..., AsyncIterator[Any]]
 
 # The caller of an open method (health probes), which needs no credentials.
 ANONYMOUS = Principal("anonymous", frozenset())
+# The methods whose requests api.limits checks.
+CHECKED_PREFIX = "/playlog.v1."
 
 
 class Refusal(Exception):
@@ -208,7 +216,20 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call started")
         # Writes check it again once they hold the store's write lock.
         call_deadline.set(None if remaining is None else time.monotonic() + remaining)
-        current_principal.set(self.authenticate(method, request, context))
+        principal = self.authenticate(method, request, context)
+        current_principal.set(principal)
+        if isinstance(request, Message) and method.startswith(CHECKED_PREFIX):
+            try:
+                limits.check(request)
+            except MalformedRequest as exc:
+                log_malformed(
+                    _rpc_name(method),
+                    str(getattr(request, "channel_id", "")),
+                    exc,
+                    bool(getattr(request, "operator_override", False)),
+                    principal.name,
+                )
+                raise
 
     def _recheck(self, method: str, request: object, context: Context, seen: int) -> int:
         """For long streams: re-authenticates the caller after an auth file reload."""
@@ -291,6 +312,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     await aclose()  # the servicer's cleanup runs now, not at garbage collection
 
         return wrapped
+
+
+def _rpc_name(method: str) -> str:
+    """`/playlog.v1.ClockService/SetTime` -> `SetTime`, as violation events name RPCs."""
+    return method.rsplit("/", 1)[-1]
 
 
 def _code_name(context: Context) -> str:
