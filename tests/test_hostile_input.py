@@ -7,6 +7,7 @@ the channel and the server stay usable afterwards, restarts included."""
 
 from __future__ import annotations
 
+import base64
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from playlog.api import limits
+from playlog.api import limits, servicers
 from playlog.api.errors import MAX_MESSAGE_BYTES, invalid_argument_status
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.domain.validation import MAX_UTC_MS, check_id, quote
@@ -255,6 +256,10 @@ def test_the_rule_names_the_range_and_the_value() -> None:
 # -- the refusals that used to brick a channel or the server ---------------------------
 
 
+def _forged_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+
+
 async def _watch_first(r: Running, request: ew.WatchWindowRequest) -> Any:
     stream = r.stubs.window.WatchWindow(request)
     try:
@@ -290,6 +295,12 @@ BRICKS: dict[str, tuple[Callable[[Running], Awaitable[Any]], str]] = {
         lambda r: _watch_first(r, ew.WatchWindowRequest(channel_id=CH, after_generation_id=2**63)),
         "after_generation_id",
     ),
+    "page token seq:2^63": (
+        lambda r: r.stubs.audit.ListOverrideRecords(
+            audit.ListOverrideRecordsRequest(page_token=_forged_token(2**63))
+        ),
+        "page_token",
+    ),
 }
 
 
@@ -324,6 +335,81 @@ async def test_a_requested_generation_at_the_limit_still_leaves_room_for_later_p
     event = await stream.read()
     stream.cancel()
     assert event.replaced.generation_id == 2**52 + 1
+
+
+# -- page tokens ------------------------------------------------------------------------
+
+
+async def _channel_records(r: Running, count: int) -> list[str]:
+    """`count` override records of channel CH (lock depth changes)."""
+    await r.declare(CH)
+    ids = []
+    for i in range(count):
+        response = await r.stubs.channel.DeclareChannel(
+            ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR + i + 1, reason_code="DEEPER")
+        )
+        ids.append(response.override_record_id)
+    return ids
+
+
+async def _refused_token(r: Running, token: str, channel_id: str = CH) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await r.stubs.audit.ListOverrideRecords(
+            audit.ListOverrideRecordsRequest(channel_id=channel_id, page_size=1, page_token=token)
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request(info.value) == [
+        ("page_token", "not a token this server issued for this channel_id: pass next_page_token as is")
+    ]
+
+
+async def test_page_tokens_are_opaque_checked_and_bound_to_their_channel_filter(running: Running) -> None:
+    ids = await _channel_records(running, 3)
+    await running.declare("other")
+    page = await running.stubs.audit.ListOverrideRecords(
+        audit.ListOverrideRecordsRequest(channel_id=CH, page_size=1)
+    )
+    token = page.next_page_token
+    assert [r.id for r in page.records] == ids[:1] and token
+    # Passed as is, it continues where the page ended.
+    following = await running.stubs.audit.ListOverrideRecords(
+        audit.ListOverrideRecordsRequest(channel_id=CH, page_size=5, page_token=token)
+    )
+    assert [r.id for r in following.records] == ids[1:] and not following.next_page_token
+    raw = bytearray(base64.urlsafe_b64decode(token))
+    for position in (0, 8, len(raw) - 1):  # the version, the seq, the checksum
+        edited = bytearray(raw)
+        edited[position] ^= 0x01
+        await _refused_token(running, base64.urlsafe_b64encode(bytes(edited)).decode())
+    await _refused_token(running, token, channel_id="other")
+    await _refused_token(running, token, channel_id="")
+    await _refused_token(running, _forged_token(1))
+    await _refused_token(running, "not base64 at all!")
+    await _refused_token(running, "é")
+    await _refused_token(running, token * 10)
+    # Even a token with a valid checksum must carry a seq below 2^53.
+    await _refused_token(running, servicers._encode_page_token(2**53, CH))
+    assert servicers._decode_page_token(servicers._encode_page_token(2**53 - 1, CH), CH) == 2**53 - 1
+
+
+async def test_page_size_is_clamped_to_the_maximum_and_negative_is_refused(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await _channel_records(running, 3)
+    everything = await running.stubs.audit.ListOverrideRecords(
+        audit.ListOverrideRecordsRequest(page_size=2**31 - 1)
+    )
+    assert [r.id for r in everything.records] == ids
+    monkeypatch.setattr(servicers, "MAX_PAGE_SIZE", 2)
+    monkeypatch.setattr(servicers, "DEFAULT_PAGE_SIZE", 1)
+    clamped = await running.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_size=1000))
+    assert [r.id for r in clamped.records] == ids[:2] and clamped.next_page_token
+    default = await running.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_size=0))
+    assert [r.id for r in default.records] == ids[:1]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await running.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_size=-1))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in bad_request(info.value)] == ["page_size"]
 
 
 # -- ids match as a whole ---------------------------------------------------------------

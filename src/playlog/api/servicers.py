@@ -8,6 +8,8 @@ import asyncio
 import base64
 import contextvars
 import functools
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -297,22 +299,16 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     async def ListOverrideRecords(
         self, request: audit_pb.ListOverrideRecordsRequest, context: Context
     ) -> audit_pb.ListOverrideRecordsResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise MalformedRequest(
-                [
-                    FieldViolation(
-                        "page_size",
-                        f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}",
-                    )
-                ]
-            )
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        after = _decode_page_token(request.page_token)
+        if request.page_size < 0:  # api.limits refuses it first; kept for direct callers
+            raise MalformedRequest([FieldViolation("page_size", f"must be >= 0, got {request.page_size}")])
+        # AIP-158: a page size above the maximum is clamped, not refused.
+        size = min(request.page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+        after = _decode_page_token(request.page_token, request.channel_id)
         rows = await self.run(self.playlog.list_override_records, request.channel_id, after, size + 1)
         page, more = rows[:size], len(rows) > size
         return audit_pb.ListOverrideRecordsResponse(
             records=[convert.override_record_to_pb(r) for _, r in page],
-            next_page_token=_encode_page_token(page[-1][0]) if more else "",
+            next_page_token=_encode_page_token(page[-1][0], request.channel_id) if more else "",
         )
 
     async def GetOverrideRecord(
@@ -341,22 +337,56 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )
 
 
-def _encode_page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+# Page tokens are opaque: a version, the channel_id filter they were issued
+# for and the last seq seen, with a checksum so that an edited token is
+# refused instead of read. (The key is no secret: the checksum catches edits
+# and mix-ups; the seq is range-checked as well.)
+_PAGE_TOKEN_VERSION = 1
+_PAGE_TOKEN_KEY = b"playlog.v1.AuditService.ListOverrideRecords page token\x00"
+_PAGE_TOKEN_CHECKSUM_BYTES = 8
+_PAGE_TOKEN_MAX_CHARS = 512  # a token this server issues is under 200
+_MAX_SEQ = 2**53 - 1
 
 
-def _decode_page_token(token: str) -> int:
+def _page_token_checksum(payload: bytes) -> bytes:
+    return hashlib.sha256(_PAGE_TOKEN_KEY + payload).digest()[:_PAGE_TOKEN_CHECKSUM_BYTES]
+
+
+def _encode_page_token(seq: int, channel_id: str) -> str:
+    payload = bytes([_PAGE_TOKEN_VERSION]) + seq.to_bytes(8, "big") + channel_id.encode()
+    return base64.urlsafe_b64encode(payload + _page_token_checksum(payload)).decode()
+
+
+def _decode_page_token(token: str, channel_id: str) -> int:
+    """The seq a page token continues after (0: from the start); MalformedRequest
+    if this server did not issue it for this channel_id filter."""
     if not token:
         return 0
     try:
-        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "seq":
+        if len(token) > _PAGE_TOKEN_MAX_CHARS:
             raise ValueError
-        return int(value)
-    except ValueError:
-        raise MalformedRequest(
-            [FieldViolation("page_token", "not a token this server issued: pass next_page_token as is")]
-        ) from None
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        if base64.urlsafe_b64encode(raw).decode() != token:  # only the form this server writes
+            raise ValueError
+    except ValueError:  # incl. binascii.Error and UnicodeEncodeError
+        raw = b""
+    payload, checksum = raw[:-_PAGE_TOKEN_CHECKSUM_BYTES], raw[-_PAGE_TOKEN_CHECKSUM_BYTES:]
+    if (
+        len(payload) >= 9
+        and payload[0] == _PAGE_TOKEN_VERSION
+        and hmac.compare_digest(checksum, _page_token_checksum(payload))
+        and payload[9:] == channel_id.encode()
+    ):
+        seq = int.from_bytes(payload[1:9], "big")
+        if 0 <= seq <= _MAX_SEQ:
+            return seq
+    raise MalformedRequest(
+        [
+            FieldViolation(
+                "page_token", "not a token this server issued for this channel_id: pass next_page_token as is"
+            )
+        ]
+    )
 
 
 class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
