@@ -8,6 +8,7 @@ the channel and the server stay usable afterwards, restarts included."""
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -410,6 +411,54 @@ async def test_page_size_is_clamped_to_the_maximum_and_negative_is_refused(
         await running.stubs.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_size=-1))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert [f for f, _ in bad_request(info.value)] == ["page_size"]
+
+
+# -- a body that is not a message -------------------------------------------------------
+
+GARBAGE = b"\xff\xff\xff\xff\x0f"  # a truncated varint: no message parses from it
+BAD_UTF8 = b"\x0a\x02\xc3\x28"  # channel_id with invalid UTF-8
+
+
+@pytest.mark.parametrize("body", [GARBAGE, BAD_UTF8], ids=["truncated", "bad-utf8"])
+async def test_a_body_that_is_not_a_message_is_invalid_argument_naming_its_type(
+    running: Running, violations: Any, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    await _prepare(running)
+    caplog.set_level(logging.DEBUG)
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        publish = channel.unary_unary(
+            "/playlog.v1.ExecutionWindowService/PublishAtomicReplace",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await publish(body)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (info.value.details() or "").startswith(
+            "request body is not a valid playlog.v1.PublishAtomicReplaceRequest: "
+        )
+        watch = channel.unary_stream(
+            "/playlog.v1.ExecutionWindowService/WatchWindow",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in watch(body):
+                pass
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (info.value.details() or "").startswith(
+            "request body is not a valid playlog.v1.WatchWindowRequest: "
+        )
+    refused = [e for e in violations.events if e.get("message_type")]
+    assert [e["message_type"] for e in refused] == [
+        "playlog.v1.PublishAtomicReplaceRequest",
+        "playlog.v1.WatchWindowRequest",
+    ]
+    assert {e["rpc"] for e in refused} == {"PublishAtomicReplace", "WatchWindow"}
+    assert all(e["error_code"] == "INVALID_ARGUMENT" for e in refused)
+    # A refusal like any other: no error, no traceback anywhere in the log.
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    await _still_usable(running)
 
 
 # -- ids match as a whole ---------------------------------------------------------------

@@ -11,8 +11,10 @@ running is cancelled (the client sees DEADLINE_EXCEEDED) and counted as such.
 Server-streaming calls re-check their caller whenever the auth file is
 reloaded, so a revoked principal's WatchWindow ends at its next event.
 
-Hostile input stops here too: every number of every playlog.v1 request is
-range-checked (api.limits) right after authentication.
+Hostile input stops here too: a request body that does not parse as its
+message type is INVALID_ARGUMENT (not grpc's UNKNOWN with a traceback), and
+every number of every playlog.v1 request is range-checked (api.limits) right
+after authentication.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from playlog import metrics
 from playlog.api import limits
@@ -40,7 +42,7 @@ from playlog.auth import (
     required_role,
 )
 from playlog.domain.rejection import MalformedRequest
-from playlog.events import emit, log_malformed
+from playlog.events import emit, log_malformed, log_unreadable_request
 
 log = logging.getLogger("playlog.auth")
 
@@ -61,6 +63,34 @@ class Refusal(Exception):
         self.message = message
 
 
+class Unreadable:
+    """What a request body that is not a valid message deserializes to, so the
+    call is answered INVALID_ARGUMENT by the wrapped handler instead of failing
+    inside grpc (UNKNOWN, with an error-level traceback)."""
+
+    __slots__ = ("error", "message_type")
+
+    def __init__(self, message_type: str, error: str) -> None:
+        self.message_type = message_type
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_class = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    message_type = descriptor.full_name if descriptor is not None else "request message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Unreadable(message_type, str(exc))
+
+    return deserialize
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, credentials: Credentials | None) -> None:
         # None: no auth configured; every call is the local principal.
@@ -78,13 +108,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_unary_stream(method, cast(StreamBehavior, handler.unary_stream)),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.stream_unary is not None:
@@ -218,6 +248,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         call_deadline.set(None if remaining is None else time.monotonic() + remaining)
         principal = self.authenticate(method, request, context)
         current_principal.set(principal)
+        if isinstance(request, Unreadable):
+            message = f"request body is not a valid {request.message_type}: {request.error}"
+            log_unreadable_request(_rpc_name(method), request.message_type, message, principal.name)
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, message)
         if isinstance(request, Message) and method.startswith(CHECKED_PREFIX):
             try:
                 limits.check(request)
