@@ -501,6 +501,64 @@ async def test_an_id_with_a_trailing_newline_is_not_a_second_channel_or_block(ru
     assert [f for f, _ in bad_request(info.value)] == ["schedule_day.plan_id"]
 
 
+# -- no string carries a NUL character -------------------------------------------------
+
+
+def test_a_nul_character_in_any_string_is_named_by_its_path() -> None:
+    request = publish_request(reason_code="DAILY\x00")
+    request.entries[2].segments[1].title = "\x00"
+    assert [(v.field, v.rule) for v in limits.violations(request)] == [
+        ("reason_code", "must not contain NUL characters (U+0000)"),
+        ("entries[2].segments[1].title", "must not contain NUL characters (U+0000)"),
+    ]
+    with pytest.raises(MalformedRequest):
+        limits.check(request)
+    limits.check(publish_request(reason_code="DAILY"))
+
+
+NUL_CALLS: dict[str, tuple[Callable[[Any], Awaitable[Any]], str]] = {
+    "GetChannel": (lambda s: s.channel.GetChannel(ch.GetChannelRequest(channel_id="\x00")), "channel_id"),
+    "GetEntryAt": (
+        lambda s: s.window.GetEntryAt(ew.GetEntryAtRequest(channel_id="ch\x001", at_utc_ms=T0)),
+        "channel_id",
+    ),
+    "ListOverrideRecords": (
+        lambda s: s.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(channel_id="a\x00")),
+        "channel_id",
+    ),
+    "GetOverrideRecord": (
+        lambda s: s.audit.GetOverrideRecord(audit.GetOverrideRecordRequest(id="a\x00")),
+        "id",
+    ),
+    "VerifyIntegrity": (
+        lambda s: s.audit.VerifyIntegrity(audit.VerifyIntegrityRequest(channel_id="a\x00")),
+        "channel_id",
+    ),
+    "PublishAtomicReplace": (
+        lambda s: s.window.PublishAtomicReplace(publish_request(reason_code="DAILY\x00")),
+        "reason_code",
+    ),
+    "DeclareChannel": (
+        lambda s: s.channel.DeclareChannel(
+            ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=2 * HOUR, reason_code="DEEPER\x00")
+        ),
+        "reason_code",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NUL_CALLS))
+async def test_a_nul_character_is_invalid_argument_not_a_storage_failure(running: Running, case: str) -> None:
+    """PostgreSQL cannot store a NUL in text: these answered INTERNAL there."""
+    await _prepare(running)
+    call, field = NUL_CALLS[case]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(running.stubs)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in bad_request(info.value)] == [field]
+    await _still_usable(running)
+
+
 # -- error details are bounded ----------------------------------------------------------
 
 LONG_ID = "x" * 20_000
