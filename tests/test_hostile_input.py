@@ -22,6 +22,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from playlog.api import limits, servicers
 from playlog.api.errors import MAX_MESSAGE_BYTES, invalid_argument_status
@@ -652,6 +654,140 @@ def test_an_invalid_argument_status_always_fits_the_trailers(text: str) -> None:
 def test_a_few_short_violations_are_reported_whole() -> None:
     status = invalid_argument_status([FieldViolation("a", "required"), FieldViolation("b", "must be > 0")])
     assert status.details == "a: required; b: must be > 0"
+
+
+# -- fuzz: every answer is a clear one ----------------------------------------------------
+
+CLEAR = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
+EDGES = [0, 1, -1, 2**31, 2**52, 2**53 - 1, 2**53, MAX_UTC_MS, MAX_UTC_MS + 1, INT64_MAX, -(2**63)]
+int64s = st.one_of(st.sampled_from(EDGES), st.integers(-(2**63), INT64_MAX), st.integers(T0, T0 + 2 * DAY))
+uint64s = st.one_of(st.sampled_from([e for e in EDGES if e >= 0] + [UINT64_MAX]), st.integers(0, UINT64_MAX))
+ids = st.one_of(
+    st.sampled_from([CH, "", "d0", "ch1\n", "ch1\x00", "x" * 129, "x" * 20_000, "é"]), st.text(max_size=40)
+)
+segments = st.builds(
+    pb.Segment, segment_id=ids, asset_offset_ms=int64s, duration_ms=int64s, title=st.text(max_size=10)
+)
+entries = st.builds(
+    pb.ExecutionEntry,
+    channel_id=ids,
+    block_id=ids,
+    block_index=int64s,
+    start_utc_ms=int64s,
+    end_utc_ms=int64s,
+    segments=st.lists(segments, max_size=3),
+    programming_day_date=st.one_of(st.just(date_of(T0 + DAY)), st.text(max_size=12)),
+    generation_id=uint64s,
+)
+publishes = st.builds(
+    ew.PublishAtomicReplaceRequest,
+    channel_id=ids,
+    range_start_utc_ms=int64s,
+    range_end_utc_ms=int64s,
+    entries=st.lists(entries, max_size=3),
+    generation_id=uint64s,
+    operator_override=st.booleans(),
+    reason_code=st.sampled_from(["", "FUZZ"]),
+)
+INT_MUTATIONS = [
+    "range_start_utc_ms",
+    "range_end_utc_ms",
+    "generation_id",
+    "entries.start_utc_ms",
+    "entries.end_utc_ms",
+    "entries.block_index",
+    "entries.generation_id",
+    "entries.segments.duration_ms",
+    "entries.segments.asset_offset_ms",
+]
+STR_MUTATIONS = [
+    "channel_id",
+    "entries.block_id",
+    "entries.channel_id",
+    "entries.programming_day_date",
+    "entries.segments.segment_id",
+]
+
+
+def mutated_publish(path: str, index: int, value: int | str) -> ew.PublishAtomicReplaceRequest:
+    """A valid publish of a whole day with one field set to `value`."""
+    request = publish_request()
+    target: Any = request
+    *parents, name = path.split(".")
+    for parent in parents:
+        items = getattr(target, parent)
+        target = items[index % len(items)]
+    if isinstance(value, int) and name.endswith("generation_id"):
+        value %= 2**64  # an unsigned field
+    setattr(target, name, value)
+    return request
+
+
+mutated_publishes = st.one_of(
+    st.builds(mutated_publish, st.sampled_from(INT_MUTATIONS), st.integers(0, 95), int64s),
+    st.builds(mutated_publish, st.sampled_from(STR_MUTATIONS), st.integers(0, 95), ids),
+)
+other_requests = st.one_of(
+    st.builds(ch.DeclareChannelRequest, channel_id=ids, locked_window_ms=int64s, reason_code=st.just("FUZZ")),
+    st.builds(ch.GetChannelRequest, channel_id=ids),
+    st.builds(ew.ReadWindowSnapshotRequest, channel_id=ids, start_utc_ms=int64s, end_utc_ms=int64s),
+    st.builds(ew.GetEntryAtRequest, channel_id=ids, at_utc_ms=int64s),
+    st.builds(
+        audit.ListOverrideRecordsRequest,
+        channel_id=ids,
+        page_size=st.integers(-(2**31), 2**31 - 1),
+        page_token=st.text(max_size=30),
+    ),
+    st.builds(sd.GetScheduleDayRequest, channel_id=ids, programming_day_date=st.text(max_size=12)),
+)
+METHODS = {
+    ch.DeclareChannelRequest: "/playlog.v1.ChannelService/DeclareChannel",
+    ch.GetChannelRequest: "/playlog.v1.ChannelService/GetChannel",
+    ew.PublishAtomicReplaceRequest: "/playlog.v1.ExecutionWindowService/PublishAtomicReplace",
+    ew.ReadWindowSnapshotRequest: "/playlog.v1.ExecutionWindowService/ReadWindowSnapshot",
+    ew.GetEntryAtRequest: "/playlog.v1.ExecutionWindowService/GetEntryAt",
+    audit.ListOverrideRecordsRequest: "/playlog.v1.AuditService/ListOverrideRecords",
+    sd.GetScheduleDayRequest: "/playlog.v1.ScheduleDayService/GetScheduleDay",
+}
+
+
+@settings(
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(message=st.one_of(mutated_publishes, publishes, other_requests), raw=st.binary(max_size=64))
+async def test_fuzzed_requests_get_clear_answers_and_the_channel_stays_usable(
+    running: Running, message: Message, raw: bytes
+) -> None:
+    if not (await running.stubs.channel.ListChannels(ch.ListChannelsRequest())).channels:
+        await _prepare(running)
+    # The walker's compiled check of the numbers and its path-naming walk agree.
+    number_violations = [v for v in limits.violations(message) if v.rule != limits.NUL_RULE]
+    assert limits._admits(message) == (number_violations == [])
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        method = METHODS[type(message)]
+        for body in (message.SerializeToString(), raw):
+            call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+            try:
+                await call(body)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                assert len(error.details() or "") <= MAX_MESSAGE_BYTES
+            assert code in CLEAR, (method, code, body[:200])
+    time = await running.stubs.clock.GetTime(clk.GetTimeRequest())
+    assert time.now_utc_ms == T0
+    snap = await running.stubs.window.ReadWindowSnapshot(
+        ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=T0, end_utc_ms=T0 + 3 * DAY)
+    )
+    assert snap.channel_id == CH
 
 
 # -- the served process: refused, restarted, still usable ---------------------------------
