@@ -107,3 +107,21 @@ def log_malformed(
         field_violations=[{"field": v.field, "rule": v.rule} for v in error.violations],
         detail=str(error),
     )
+
+
+def log_unreadable_request(rpc: str, message_type: str, detail: str, mutation_source: str) -> None:
+    """A request body that does not parse as its message type: a refusal like
+    any malformed request (a warning, no traceback)."""
+    emit(
+        violations_log,
+        logging.WARNING,
+        "mutation_rejected",
+        invariant=MALFORMED_TAG,
+        error_code="INVALID_ARGUMENT",
+        rpc=rpc,
+        message_type=message_type,
+        mutation_source=mutation_source,
+        lock_boundary_T=None,
+        fault_class="planning",
+        detail=detail,
+    )

@@ -20,6 +20,7 @@ from playlog.app.service import DeadlineExceeded, UnknownChannel
 from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
 from playlog.domain.rejection import FieldViolation, MalformedRequest, Rejection
 from playlog.domain.schedule_days import OperatorRoleRequired
+from playlog.domain.validation import quote
 from playlog.events import emit
 from playlog.store.base import StoreError
 
@@ -45,26 +46,72 @@ def refused_status(rejection: Rejection) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=code, domain="playlog.v1"))
     status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INTERNAL, message=f"{code}: {rejection.detail}", details=[detail])
+        status_pb2.Status(
+            code=code_pb2.INTERNAL, message=clip_message(f"{code}: {rejection.detail}"), details=[detail]
+        )
     )
     return status
 
 
+# A status travels in the response trailers, whose size is limited (grpc's
+# default soft limit is 8 KiB; beyond it the client sees RESOURCE_EXHAUSTED
+# instead of the answer). The message goes in twice (grpc-message, percent-
+# encoded, and inside grpc-status-details-bin, base64), the BadRequest once.
+MAX_FIELD_VIOLATIONS = 20
+MAX_MESSAGE_BYTES = 1500  # as sent: bytes outside printable ASCII count thrice
+MAX_VIOLATION_BYTES = 2500  # fields and rules of the BadRequest detail
+MAX_RULE_CHARS = 300
+
+
 def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
+    """INVALID_ARGUMENT with a BadRequest naming the first violations (at most
+    MAX_FIELD_VIOLATIONS, and one "… and N more" entry for the rest), sized to
+    fit the trailers whatever the input."""
+    shown: list[tuple[str, str]] = []
+    used = 0
+    for v in violations:
+        field, rule = clip(v.field, MAX_RULE_CHARS), clip(v.rule, MAX_RULE_CHARS)
+        size = len(field.encode()) + len(rule.encode()) + 8
+        if len(shown) == MAX_FIELD_VIOLATIONS or used + size > MAX_VIOLATION_BYTES:
+            break
+        shown.append((field, rule))
+        used += size
+    if len(shown) < len(violations):
+        shown.append(("", f"… and {len(violations) - len(shown)} more"))
     detail = any_pb2.Any()
     detail.Pack(
         error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.rule)
-                for v in violations
+                error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
+                for field, rule in shown
             ]
         )
     )
-    message = "; ".join(f"{v.field}: {v.rule}" for v in violations)
+    message = clip_message("; ".join(f"{field}: {rule}" if field else rule for field, rule in shown))
     status: grpc.Status = rpc_status.to_status(
         status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
     )
     return status
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def clip_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message` cut so that it takes at most `limit` bytes as grpc sends it
+    (grpc-message percent-encodes every byte outside printable ASCII, and %)."""
+    sizes = [
+        1 if " " <= ch <= "~" and ch != "%" else 3 * len(ch.encode("utf-8", "replace")) for ch in message
+    ]
+    if sum(sizes) <= limit:
+        return message
+    size, room = 0, limit - 9  # the "…" that marks the cut takes 9
+    for i, ch_size in enumerate(sizes):
+        size += ch_size
+        if size > room:
+            return message[:i] + "…"
+    return message
 
 
 async def abort_for(exc: BaseException, context: Context, method: str) -> None:
@@ -74,25 +121,26 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
     if isinstance(exc, WriteRefused):
         await context.abort_with_status(refused_status(exc.rejection))
     if isinstance(exc, OperatorRoleRequired):
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, clip_message(str(exc)))
     if isinstance(exc, UnknownChannel):
         await context.abort(
             grpc.StatusCode.NOT_FOUND,
-            f"channel {exc.args[0]!r} is not declared; declare it with ChannelService.DeclareChannel",
+            f"channel {quote(str(exc.args[0]))} is not declared; "
+            "declare it with ChannelService.DeclareChannel",
         )
     if isinstance(exc, DeadlineExceeded):
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{exc}; nothing was changed")
     if isinstance(exc, NotFound):
-        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        await context.abort(grpc.StatusCode.NOT_FOUND, clip_message(str(exc)))
     if isinstance(exc, ClockNotAdjustable | TimeMovesForwardOnly):
         code = (
             grpc.StatusCode.FAILED_PRECONDITION
             if isinstance(exc, ClockNotAdjustable)
             else grpc.StatusCode.INVALID_ARGUMENT
         )
-        await context.abort(code, str(exc))
+        await context.abort(code, clip_message(str(exc)))
     if isinstance(exc, StoreError):
         emit(log, logging.ERROR, "store_failure", rpc=method, error=str(exc))
-        await context.abort(grpc.StatusCode.INTERNAL, f"storage failure: {exc}")
+        await context.abort(grpc.StatusCode.INTERNAL, clip_message(f"storage failure: {exc}"))
     emit(log, logging.ERROR, "internal_error", exc_info=exc, rpc=method, error=repr(exc))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

@@ -10,6 +10,11 @@ DEADLINE_EXCEEDED without running it; a call cancelled by its deadline while
 running is cancelled (the client sees DEADLINE_EXCEEDED) and counted as such.
 Server-streaming calls re-check their caller whenever the auth file is
 reloaded, so a revoked principal's WatchWindow ends at its next event.
+
+Hostile input stops here too: a request body that does not parse as its
+message type is INVALID_ARGUMENT (not grpc's UNKNOWN with a traceback), and
+every number of every playlog.v1 request is range-checked (api.limits) right
+after authentication.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from playlog import metrics
+from playlog.api import limits
 from playlog.api.errors import abort_for
 from playlog.app.service import call_deadline
 from playlog.auth import (
@@ -34,7 +41,8 @@ from playlog.auth import (
     hash_token,
     required_role,
 )
-from playlog.events import emit
+from playlog.domain.rejection import MalformedRequest
+from playlog.events import emit, log_malformed, log_unreadable_request
 
 log = logging.getLogger("playlog.auth")
 
@@ -45,12 +53,42 @@ StreamBehavior = Callable[..., AsyncIterator[Any]]
 
 # The caller of an open method (health probes), which needs no credentials.
 ANONYMOUS = Principal("anonymous", frozenset())
+# The methods whose requests api.limits checks.
+CHECKED_PREFIX = "/playlog.v1."
 
 
 class Refusal(Exception):
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         self.code = code
         self.message = message
+
+
+class Unreadable:
+    """What a request body that is not a valid message deserializes to, so the
+    call is answered INVALID_ARGUMENT by the wrapped handler instead of failing
+    inside grpc (UNKNOWN, with an error-level traceback)."""
+
+    __slots__ = ("error", "message_type")
+
+    def __init__(self, message_type: str, error: str) -> None:
+        self.message_type = message_type
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_class = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_class, "DESCRIPTOR", None)
+    message_type = descriptor.full_name if descriptor is not None else "request message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Unreadable(message_type, str(exc))
+
+    return deserialize
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -70,13 +108,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_unary_stream(method, cast(StreamBehavior, handler.unary_stream)),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.stream_unary is not None:
@@ -208,7 +246,24 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             raise Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call started")
         # Writes check it again once they hold the store's write lock.
         call_deadline.set(None if remaining is None else time.monotonic() + remaining)
-        current_principal.set(self.authenticate(method, request, context))
+        principal = self.authenticate(method, request, context)
+        current_principal.set(principal)
+        if isinstance(request, Unreadable):
+            message = f"request body is not a valid {request.message_type}: {request.error}"
+            log_unreadable_request(_rpc_name(method), request.message_type, message, principal.name)
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, message)
+        if isinstance(request, Message) and method.startswith(CHECKED_PREFIX):
+            try:
+                limits.check(request)
+            except MalformedRequest as exc:
+                log_malformed(
+                    _rpc_name(method),
+                    str(getattr(request, "channel_id", "")),
+                    exc,
+                    bool(getattr(request, "operator_override", False)),
+                    principal.name,
+                )
+                raise
 
     def _recheck(self, method: str, request: object, context: Context, seen: int) -> int:
         """For long streams: re-authenticates the caller after an auth file reload."""
@@ -291,6 +346,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     await aclose()  # the servicer's cleanup runs now, not at garbage collection
 
         return wrapped
+
+
+def _rpc_name(method: str) -> str:
+    """`/playlog.v1.ClockService/SetTime` -> `SetTime`, as violation events name RPCs."""
+    return method.rsplit("/", 1)[-1]
 
 
 def _code_name(context: Context) -> str:

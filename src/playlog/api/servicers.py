@@ -8,6 +8,8 @@ import asyncio
 import base64
 import contextvars
 import functools
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from playlog.auth import Role, current_principal
 from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock, TimeMovesForwardOnly
 from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
 from playlog.domain.rejection import FieldViolation, MalformedRequest
-from playlog.domain.validation import check_date, check_id, raise_if_any
+from playlog.domain.validation import check_date, check_id, quote, raise_if_any
 from playlog.events import emit
 from playlog.v1 import (
     audit_service_pb2 as audit_pb,
@@ -122,7 +124,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
     ) -> channel_pb.GetChannelResponse:
         channel = await self.run(self.playlog.get_channel, request.channel_id)
         if channel is None:
-            raise NotFound(f"channel {request.channel_id!r} is not declared")
+            raise NotFound(f"channel {quote(request.channel_id)} is not declared")
         return channel_pb.GetChannelResponse(channel=convert.channel_to_pb(channel))
 
     async def ListChannels(
@@ -287,7 +289,7 @@ class ScheduleDayServicer(_Base, day_grpc.ScheduleDayServiceServicer):
         day = await self.run(self.playlog.get_schedule_day, request.channel_id, request.programming_day_date)
         if day is None:
             raise NotFound(
-                f"channel {request.channel_id!r} has no ScheduleDay for {request.programming_day_date}"
+                f"channel {quote(request.channel_id)} has no ScheduleDay for {request.programming_day_date}"
             )
         return day_pb.GetScheduleDayResponse(schedule_day=convert.schedule_day_to_pb(day))
 
@@ -314,22 +316,16 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
     async def ListOverrideRecords(
         self, request: audit_pb.ListOverrideRecordsRequest, context: Context
     ) -> audit_pb.ListOverrideRecordsResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise MalformedRequest(
-                [
-                    FieldViolation(
-                        "page_size",
-                        f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}",
-                    )
-                ]
-            )
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        after = _decode_page_token(request.page_token)
+        if request.page_size < 0:  # api.limits refuses it first; kept for direct callers
+            raise MalformedRequest([FieldViolation("page_size", f"must be >= 0, got {request.page_size}")])
+        # AIP-158: a page size above the maximum is clamped, not refused.
+        size = min(request.page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+        after = _decode_page_token(request.page_token, request.channel_id)
         rows = await self.run(self.playlog.list_override_records, request.channel_id, after, size + 1)
         page, more = rows[:size], len(rows) > size
         return audit_pb.ListOverrideRecordsResponse(
             records=[convert.override_record_to_pb(r) for _, r in page],
-            next_page_token=_encode_page_token(page[-1][0]) if more else "",
+            next_page_token=_encode_page_token(page[-1][0], request.channel_id) if more else "",
         )
 
     async def GetOverrideRecord(
@@ -339,7 +335,7 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
             raise MalformedRequest([FieldViolation("id", "required")])
         record = await self.run(self.playlog.get_override_record, request.id)
         if record is None:
-            raise NotFound(f"no override record with id {request.id!r}")
+            raise NotFound(f"no override record with id {quote(request.id)}")
         return audit_pb.GetOverrideRecordResponse(record=convert.override_record_to_pb(record))
 
     async def VerifyIntegrity(
@@ -358,22 +354,56 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )
 
 
-def _encode_page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode()
+# Page tokens are opaque: a version, the channel_id filter they were issued
+# for and the last seq seen, with a checksum so that an edited token is
+# refused instead of read. (The key is no secret: the checksum catches edits
+# and mix-ups; the seq is range-checked as well.)
+_PAGE_TOKEN_VERSION = 1
+_PAGE_TOKEN_KEY = b"playlog.v1.AuditService.ListOverrideRecords page token\x00"
+_PAGE_TOKEN_CHECKSUM_BYTES = 8
+_PAGE_TOKEN_MAX_CHARS = 512  # a token this server issues is under 200
+_MAX_SEQ = 2**53 - 1
 
 
-def _decode_page_token(token: str) -> int:
+def _page_token_checksum(payload: bytes) -> bytes:
+    return hashlib.sha256(_PAGE_TOKEN_KEY + payload).digest()[:_PAGE_TOKEN_CHECKSUM_BYTES]
+
+
+def _encode_page_token(seq: int, channel_id: str) -> str:
+    payload = bytes([_PAGE_TOKEN_VERSION]) + seq.to_bytes(8, "big") + channel_id.encode()
+    return base64.urlsafe_b64encode(payload + _page_token_checksum(payload)).decode()
+
+
+def _decode_page_token(token: str, channel_id: str) -> int:
+    """The seq a page token continues after (0: from the start); MalformedRequest
+    if this server did not issue it for this channel_id filter."""
     if not token:
         return 0
     try:
-        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "seq":
+        if len(token) > _PAGE_TOKEN_MAX_CHARS:
             raise ValueError
-        return int(value)
-    except ValueError:
-        raise MalformedRequest(
-            [FieldViolation("page_token", "not a token this server issued: pass next_page_token as is")]
-        ) from None
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+        if base64.urlsafe_b64encode(raw).decode() != token:  # only the form this server writes
+            raise ValueError
+    except ValueError:  # incl. binascii.Error and UnicodeEncodeError
+        raw = b""
+    payload, checksum = raw[:-_PAGE_TOKEN_CHECKSUM_BYTES], raw[-_PAGE_TOKEN_CHECKSUM_BYTES:]
+    if (
+        len(payload) >= 9
+        and payload[0] == _PAGE_TOKEN_VERSION
+        and hmac.compare_digest(checksum, _page_token_checksum(payload))
+        and payload[9:] == channel_id.encode()
+    ):
+        seq = int.from_bytes(payload[1:9], "big")
+        if 0 <= seq <= _MAX_SEQ:
+            return seq
+    raise MalformedRequest(
+        [
+            FieldViolation(
+                "page_token", "not a token this server issued for this channel_id: pass next_page_token as is"
+            )
+        ]
+    )
 
 
 class ClockServicer(_Base, clock_grpc.ClockServiceServicer):

@@ -13,17 +13,28 @@ from collections.abc import Iterable, Sequence
 from playlog.domain.model import Entry, ScheduleSlot
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+# Matched against the whole value (fullmatch): `$` alone would also match
+# before a trailing newline, and "ch1\n" would be a second channel beside "ch1".
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 ID_RULE = "must be 1-128 characters: letters, digits and . _ : @ / - (starting with a letter or digit)"
 
 # Instants must be representable and sane: 1970 .. 9999.
 MAX_UTC_MS = 253_402_300_799_999
 
 
+def quote(value: str, limit: int = 64) -> str:
+    """A user-supplied string as an error message may quote it: its repr, cut
+    to `limit` characters (a detail must never repeat unbounded input: gRPC
+    status trailers have a size limit)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}…({len(value)} chars)"
+
+
 def check_id(value: str, field: str, out: list[FieldViolation]) -> None:
     if not value:
         out.append(FieldViolation(field, "required"))
-    elif not _ID.match(value):
+    elif not _ID.fullmatch(value):
         out.append(FieldViolation(field, ID_RULE))
 
 
@@ -34,10 +45,10 @@ def check_date(value: str, field: str, out: list[FieldViolation]) -> None:
     try:
         parsed = datetime.date.fromisoformat(value)
     except ValueError:
-        out.append(FieldViolation(field, f"must be a calendar date YYYY-MM-DD, got {value!r}"))
+        out.append(FieldViolation(field, f"must be a calendar date YYYY-MM-DD, got {quote(value)}"))
         return
     if parsed.isoformat() != value:
-        out.append(FieldViolation(field, f"must be a calendar date YYYY-MM-DD, got {value!r}"))
+        out.append(FieldViolation(field, f"must be a calendar date YYYY-MM-DD, got {quote(value)}"))
 
 
 def check_interval(start: int, end: int, prefix: str, out: list[FieldViolation]) -> bool:
@@ -63,7 +74,8 @@ def check_entry(entry: Entry, channel_id: str, prefix: str, out: list[FieldViola
         out.append(
             FieldViolation(
                 f"{prefix}channel_id",
-                f"must be empty or the request's channel_id {channel_id!r}, got {entry.channel_id!r}",
+                f"must be empty or the request's channel_id {quote(channel_id)}, "
+                f"got {quote(entry.channel_id)}",
             )
         )
     check_id(entry.block_id, f"{prefix}block_id", out)
@@ -78,7 +90,9 @@ def check_entry(entry: Entry, channel_id: str, prefix: str, out: list[FieldViola
         seg = f"{prefix}segments[{j}]."
         check_id(segment.segment_id, f"{seg}segment_id", out)
         if segment.segment_id in seen:
-            out.append(FieldViolation(f"{seg}segment_id", f"duplicate {segment.segment_id!r} in this entry"))
+            out.append(
+                FieldViolation(f"{seg}segment_id", f"duplicate {quote(segment.segment_id)} in this entry")
+            )
         seen.add(segment.segment_id)
         if segment.duration_ms <= 0:
             out.append(FieldViolation(f"{seg}duration_ms", f"must be > 0, got {segment.duration_ms}"))
@@ -120,7 +134,9 @@ def validate_publish(
         prefix = f"entries[{i}]."
         entry_ok = check_entry(entry, channel_id, prefix, out)
         if entry.block_id and entry.block_id in block_ids:
-            out.append(FieldViolation(f"{prefix}block_id", f"duplicate {entry.block_id!r} in this publish"))
+            out.append(
+                FieldViolation(f"{prefix}block_id", f"duplicate {quote(entry.block_id)} in this publish")
+            )
         block_ids.add(entry.block_id)
         if (
             range_ok
@@ -147,7 +163,7 @@ def validate_replace_entry(
         out.append(
             FieldViolation(
                 "entry.block_id",
-                f"must be empty or {block_id!r}: a replacement keeps the block's id",
+                f"must be empty or {quote(block_id)}: a replacement keeps the block's id",
             )
         )
     check_entry(entry, channel_id, "entry.", out)
