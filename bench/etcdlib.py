@@ -65,7 +65,7 @@ from playlog.v1 import types_pb2 as pb
 BENCH_DIR = Path(__file__).resolve().parent
 PROTO_DIR = BENCH_DIR / "etcd_proto"
 PROTO_FILES = ("etcdserverpb/rpc.proto", "mvccpb/kv.proto")
-INSTALL_HINT = "apt-get install -y etcd-server   (as root; Debian's etcd 3.4)"
+INSTALL_HINT = "`sudo apt-get install -y etcd-server` (Debian's etcd-server, 3.4.x)"
 
 
 class EtcdUnavailable(Exception):
@@ -102,9 +102,7 @@ def ensure_etcd(log: Any) -> str:
     if found:
         return found
     if os.geteuid() != 0:
-        raise EtcdUnavailable(
-            f"`etcd` is not installed and this is not root; install it with `{INSTALL_HINT}`"
-        )
+        raise EtcdUnavailable(f"`etcd` is not installed and this is not root; install it with {INSTALL_HINT}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "etcd-server"]
     for attempt in ("install", "update"):

@@ -1803,6 +1803,9 @@ def main() -> None:
     args = parser.parse_args()
     try:
         code = asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted: servers stopped, no report written")
+        code = 130
     finally:
         kill_children()
     sys.exit(code)
