@@ -1109,7 +1109,7 @@ def rate_result(
 
 
 async def rate_compare(
-    sides: tuple[RateSide, RateSide], n: int, per_s: float, count: int, cfg: Config, workdir: Path
+    sides: tuple[RateSide, ...], n: int, per_s: float, count: int, cfg: Config, workdir: Path
 ) -> list[Result]:
     """Both sides' subscribers open at once; then `cfg.rounds` rounds, each
     side in turn (order reversed every other round), of `count` publishes at
@@ -1141,9 +1141,10 @@ async def rate_compare(
         for side in sides:
             if side.sp is not None:
                 dumps[side.kind] = await side.sp.stop()
-    playlog, other = sides
+    playlog, others = sides[0], sides[1:]
     out = []
-    for side, baseline in ((other, None), (playlog, f"{other.kind}-rate-{n}")):
+    pairs = [(o, None) for o in others] + [(playlog, f"{others[0].kind}-rate-{n}" if others else None)]
+    for side, baseline in pairs:
         dump = dumps.get(side.kind, {})
         row = rate_result(side, n, per_s, dump.get("recv", {}), baseline)
         problems = []
@@ -1209,7 +1210,17 @@ async def bench_watch_rates(
                 log(f"watch: playlog vs etcd at {n} subscribers FAILED: {e}")
                 out += [rate_failed(k, n, per_s, str(e)) for k in ("etcd", "playlog")]
         else:
+            # No etcd: playlog alone, so that its row is there all the same.
             out.append(rate_failed("etcd", n, per_s, f"skipped: {etcd.skipped}", skipped=True))
+            cid = f"rate-{n}"
+            try:
+                alone = RateSide(
+                    "playlog", server.target, server.pid, cid, await playlog_publisher(client, cid)
+                )
+                out += await rate_compare((alone,), n, per_s, count, cfg, workdir)
+            except (BenchError, grpc.aio.AioRpcError) as e:
+                log(f"watch: playlog at {n} subscribers FAILED: {e}")
+                out.append(rate_failed("playlog", n, per_s, str(e)))
         await asyncio.sleep(0.5)
         n, per_s, count = cfg.rate_bare
         fanout = FanoutServer()
@@ -1288,7 +1299,9 @@ def fmt_ratio(x: float | None, base: float | None) -> str | None:
 
 def ratio_cell(row: Result, rows: dict[str, Result]) -> str:
     if row.baseline is None:
-        return "etcd side (see the summary)" if row.side == "etcd" else "baseline"
+        if row.side == "etcd":
+            return "etcd side (see the summary)"
+        return "— (nothing to compare with)" if row.key.startswith("playlog-") else "baseline"
     base = rows.get(row.baseline)
     if base is None or base.error:
         return "— (no baseline)"
@@ -1321,7 +1334,7 @@ class Goal:
     measure: str
     playlog: str  # key of playlog's row
     other: str  # key of the other side's row
-    field: str  # "rate", "p50_ms", "p99_ms" or "cpu" (server CPU per op)
+    metric: str  # "rate", "p50_ms", "p99_ms" or "cpu" (server CPU per op)
     goal: str = ""  # e.g. ">= 2.0x"; "" for a row without a goal
     other_label: str = ""  # how to name the other side's number
 
@@ -1447,7 +1460,7 @@ def summary(results: list[Result], cfg: Config) -> list[dict[str, Any]]:
         p, o = rows.get(g.playlog), rows.get(g.other)
         if p is None and o is None:
             continue
-        pv, ov = goal_value(p, g.field), goal_value(o, g.field)
+        pv, ov = goal_value(p, g.metric), goal_value(o, g.metric)
         ratio = pv / ov if pv is not None and ov is not None and ov > 0 else None
         met: bool | None = None
         if g.goal and ratio is not None:
@@ -1459,8 +1472,8 @@ def summary(results: list[Result], cfg: Config) -> list[dict[str, Any]]:
                 "playlog_key": g.playlog,
                 "other_key": g.other,
                 "other": g.other_label,
-                "playlog": value_cell(p, g.field),
-                "other_value": value_cell(o, g.field),
+                "playlog": value_cell(p, g.metric),
+                "other_value": value_cell(o, g.metric),
                 "ratio": ratio,
                 "goal": f"{g.goal} {g.other_label}" if g.goal else "",
                 "met": met,
