@@ -7,12 +7,18 @@ Imported by bench/run.py, bench/subscribers.py and bench/fanout_server.py
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import json
 import math
+import os
+import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from playlog.v1 import types_pb2 as pb
@@ -122,3 +128,67 @@ def now_ns() -> int:
     """CLOCK_MONOTONIC: one system-wide clock on Linux, so receive times taken
     in the subscriber process compare with ack times taken in bench/run.py."""
     return time.monotonic_ns()
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """On-CPU time of every thread of a process, in seconds: the sum of
+    /proc/PID/task/*/schedstat (ns), else utime + stime of /proc/PID/stat
+    (clock ticks); 0.0 where there is no /proc. Threads that exit are no
+    longer counted; the servers measured here keep theirs (playlog's store
+    thread pool, grpc's threads, Go's runtime threads)."""
+    total_ns = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total_ns += int((task / "schedstat").read_text().split()[0])
+    if total_ns:
+        return total_ns / 1e9
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+# Every child process the benchmark starts (servers, subscriber processes):
+# bench/run.py kills those still running, by pid, when it exits in any way.
+CHILDREN: list[asyncio.subprocess.Process] = []
+
+
+def kill_children() -> None:
+    for proc in CHILDREN:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 15.0) -> None:
+    """SIGTERM to this one child (by its pid), SIGKILL after grace_s."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held open together while
+    picking, so they differ; free again once returned)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

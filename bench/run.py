@@ -1,14 +1,22 @@
 """playlog benchmark: starts the real server (`playlog serve`, manual clock,
-temporary data directory, 127.0.0.1 only) as a subprocess, drives it over
-gRPC and prints a markdown table in which every number is also given as a
-ratio to a baseline measured in the same run on the same machine:
+temporary data directory, 127.0.0.1 only) and, beside it, an etcd member
+(Debian's etcd-server 3.4, installed if missing when root) as subprocesses,
+drives both over gRPC and prints markdown tables in which every number is
+also given as a ratio to a baseline or to the etcd equivalent measured in the
+same run on the same machine:
 
 - unary operations against the health service's Check on the same server
   (a no-op gRPC call: transport, interceptor and event loop, no store work);
+- publish, read one day and watch against the same workload on etcd
+  (Txn / Range / Watch over etcd's own gRPC API, bench/etcdlib.py), in
+  interleaved rounds, with the server CPU per operation of both servers;
 - WatchWindow fan-out against a bare grpc.aio streaming server
   (bench/fanout_server.py) fanning the same bytes out to as many streams.
 
-Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for ~1 minute.
+The last table is the summary: playlog against etcd (or the bare fan-out,
+or a no-op RPC for CPU), with issue 9's goals and whether they are met.
+
+Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short run.
 Results also go to bench/results/latest.md (and latest.json).
 See bench/README.md for what is measured and how to read the ratios.
 """
@@ -26,6 +34,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,19 +44,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import etcdlib
 import grpc
 from benchlib import (
+    CHILDREN,
     DAY_MS,
     ENTRIES_PER_DAY,
     FANOUT_SERVICE,
     GRPC_CLIENT_OPTIONS,
     LOCKED_WINDOW_MS,
     START_UTC_MS,
+    cpu_seconds,
     day_date,
     day_entries,
     day_start_ms,
     days_entries,
+    kill_children,
     now_ns,
+    stop_process,
     summarize_ns,
 )
 from google.protobuf import __version__ as protobuf_version
@@ -73,20 +87,27 @@ class BenchError(Exception):
 @dataclass(frozen=True)
 class Config:
     name: str
-    unary_seconds: float  # measured window of each baseline / publish case
+    unary_seconds: float  # measured time of each baseline / publish case, in `rounds` rounds
     read_seconds: float  # measured time of each read case, in read_rounds interleaved slices
-    warmup_seconds: float
+    warmup_seconds: float  # before the first round of a case (later rounds: a fifth of it)
     big_days: int  # days stored on the "many days" read channel
     watch_counts: tuple[int, ...]
     watch_paced: int  # publishes in the paced (latency) phase
     watch_burst: int  # publishes in the burst (throughput) phase
+    # (subscribers, publishes per second, publishes per round) of the
+    # interleaved fixed-rate watch comparisons: playlog vs etcd, playlog vs bare.
+    rate_etcd: tuple[int, float, int]
+    rate_bare: tuple[int, float, int]
     clients: int = 16
+    rounds: int = 3
     read_rounds: int = 4
 
 
 SECTIONS = ("baseline", "publish", "read", "watch")
-DEFAULT = Config("default", 8.0, 6.0, 1.0, 1000, (1, 100, 1000), 100, 100)
-QUICK = Config("quick", 2.5, 2.0, 0.5, 1000, (1, 100, 1000), 20, 20)
+DEFAULT = Config("default", 9.0, 6.0, 1.0, 1000, (1, 100, 1000), 100, 100, (100, 10.0, 40), (1000, 1.0, 15))
+# Quick: the one-at-a-time / burst watch cases without 1,000 subscribers (the
+# fixed-rate comparison still has them), so that it stays under 2 minutes.
+QUICK = Config("quick", 2.4, 2.0, 0.5, 1000, (1, 100), 20, 20, (100, 10.0, 15), (1000, 1.0, 5), rounds=2)
 
 
 def log(msg: str) -> None:
@@ -106,37 +127,6 @@ def playlog_executable() -> str:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """On-CPU time of every thread of a process, in seconds: the sum of
-    /proc/PID/task/*/schedstat (ns), else utime + stime of /proc/PID/stat
-    (clock ticks); 0.0 where there is no /proc."""
-    total_ns = 0
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total_ns += int((task / "schedstat").read_text().split()[0])
-    if total_ns:
-        return total_ns / 1e9
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 15.0) -> None:
-    if proc.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(proc.wait(), grace_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-
-
 class PlaylogServer:
     """`playlog serve` on 127.0.0.1 with a manual clock and a temporary data dir."""
 
@@ -151,6 +141,10 @@ class PlaylogServer:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +167,7 @@ class PlaylogServer:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO
             )
+        CHILDREN.append(self.proc)
         deadline = time.monotonic() + 30
         while not self.port:
             if self.proc.returncode is not None or time.monotonic() > deadline:
@@ -234,6 +229,7 @@ class FanoutServer:
             stdout=subprocess.PIPE,
             cwd=REPO,
         )
+        CHILDREN.append(self.proc)
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         if not line:
@@ -248,8 +244,17 @@ class FanoutServer:
 class SubscriberProc:
     """bench/subscribers.py: N streams in a separate process."""
 
-    def __init__(self, kind: str, target: str, streams: int, channel_id: str, dump: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        target: str,
+        streams: int,
+        channel_id: str,
+        dump: Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.kind = kind
+        self.extra_args = list(extra_args)
         self.target = target
         self.streams = streams
         self.connections = max(1, min(8, math.ceil(streams / 128)))
@@ -285,10 +290,12 @@ class SubscriberProc:
             self.channel_id,
             "--dump",
             str(self.dump),
+            *self.extra_args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=REPO,
         )
+        CHILDREN.append(self.proc)
         self._reader = asyncio.create_task(self._read())
         await self._wait(self.ready.wait(), limit_s, "all streams to receive their snapshot")
 
@@ -375,40 +382,162 @@ class Result:
     p50_ms: float | None
     p99_ms: float | None
     samples: int
-    baseline: str | None  # key of the baseline row (None: this row is a baseline)
+    baseline: str | None  # key of the baseline row (None: this row is a baseline or an etcd row)
     extra: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    side: str = "playlog"  # the server measured: playlog, etcd or bare
+    # Server CPU (all threads of the server process) over the measured window
+    # divided by the operations: per call (unary) or per delivered event (watch).
+    cpu_us_per_op: float | None = None
+    rounds: int = 1  # numbers are medians over this many interleaved rounds
+    skipped: bool = False  # not measured on purpose (etcd unavailable): not a failure
+
+
+@dataclass
+class Window:
+    """One measured closed-loop window of one case."""
+
+    latencies: list[int]  # of the calls that started and ended inside the window (ns)
+    completed: int  # calls that ended inside the window
+    seconds: float
+    cpu_s: float  # server CPU over the window (0 without a pid)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def cpu_us_per_op(self) -> float | None:
+        return 1e6 * self.cpu_s / self.completed if self.completed and self.cpu_s else None
 
 
 async def closed_loop(
-    calls: Sequence[Callable[[], Awaitable[Any]]], seconds: float, warmup: float
-) -> list[int]:
+    calls: Sequence[Callable[[], Awaitable[Any]]], seconds: float, warmup: float, pid: int = 0
+) -> Window:
     """Every client runs its call back to back; only calls that start after the
-    warm-up and end within the measured window count. -> their latencies (ns)."""
+    warm-up and end within the measured window count for latency and rate.
+    The server process `pid`'s CPU time is read at both ends of the window."""
     t_measure = now_ns() + int(warmup * 1e9)
     t_end = t_measure + int(seconds * 1e9)
     latencies: list[int] = []
+    completed = 0
+    cpu: list[float] = []
 
     async def client(call: Callable[[], Awaitable[Any]]) -> None:
+        nonlocal completed
         while True:
             t0 = now_ns()
             if t0 >= t_end:
                 return
             await call()
             t1 = now_ns()
-            if t0 >= t_measure and t1 <= t_end:
-                latencies.append(t1 - t0)
+            if t_measure <= t1 <= t_end:
+                completed += 1
+                if t0 >= t_measure:
+                    latencies.append(t1 - t0)
 
-    await asyncio.gather(*(client(c) for c in calls))
-    return latencies
+    async def sampler() -> None:
+        for t in (t_measure, t_end):
+            await asyncio.sleep(max(0.0, (t - now_ns()) / 1e9))
+            cpu.append(cpu_seconds(pid))
+
+    tasks = [asyncio.ensure_future(client(c)) for c in calls]
+    if pid:
+        tasks.append(asyncio.ensure_future(sampler()))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+    return Window(latencies, completed, seconds, cpu[1] - cpu[0] if len(cpu) == 2 else 0.0)
 
 
 async def measure(
     calls: Sequence[Callable[[], Awaitable[Any]]], seconds: float, warmup: float
 ) -> tuple[float, dict[str, float]]:
     """-> (calls/s, latency summary) of one closed-loop window."""
-    latencies = await closed_loop(calls, seconds, warmup)
-    return len(latencies) / seconds, summarize_ns(latencies)
+    w = await closed_loop(calls, seconds, warmup)
+    return w.rate, summarize_ns(w.latencies)
+
+
+@dataclass
+class Case:
+    """A closed-loop case measured in interleaved rounds."""
+
+    key: str
+    calls: list[Callable[[], Awaitable[Any]]]
+    pid: int
+    windows: list[Window] = field(default_factory=list)
+
+
+async def interleaved(cases: Sequence[Case], rounds: int, seconds: float, warmup: float, what: str) -> None:
+    """`rounds` rounds of every case, each case `seconds` / rounds per round,
+    the order reversed every other round, so that a slow spell of the machine
+    hits all cases alike. The first round of a case warms up for `warmup`,
+    later ones for a fifth of it."""
+    per_round = seconds / rounds
+    for r in range(rounds):
+        log(f"{what}: round {r + 1} of {rounds}")
+        for case in cases if r % 2 == 0 else list(reversed(cases)):
+            w = await closed_loop(case.calls, per_round, warmup if r == 0 else warmup / 5, case.pid)
+            case.windows.append(w)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(present) if present else None
+
+
+def case_numbers(case: Case) -> dict[str, Any]:
+    """Median over the case's rounds of ops/s, p50, p99 and server CPU per op."""
+    per = [summarize_ns(w.latencies) for w in case.windows]
+    return {
+        "rate": median([w.rate for w in case.windows]),
+        "p50_ms": median([p["p50_ms"] for p in per]),
+        "p99_ms": median([p["p99_ms"] for p in per]),
+        "samples": sum(len(w.latencies) for w in case.windows),
+        "cpu_us_per_op": median([w.cpu_us_per_op for w in case.windows]),
+        "rounds": len(case.windows),
+        "per_round": [
+            {
+                "ops_s": round(w.rate, 2),
+                "p50_ms": p["p50_ms"],
+                "p99_ms": p["p99_ms"],
+                "cpu_us_per_op": w.cpu_us_per_op,
+            }
+            for w, p in zip(case.windows, per, strict=True)
+        ],
+    }
+
+
+def case_result(
+    case: Case,
+    operation: str,
+    setup: str,
+    baseline: str | None,
+    side: str = "playlog",
+    extra: dict[str, Any] | None = None,
+) -> Result:
+    n = case_numbers(case)
+    return Result(
+        case.key,
+        operation,
+        setup,
+        n["rate"],
+        "ops/s",
+        n["p50_ms"],
+        n["p99_ms"],
+        n["samples"],
+        baseline,
+        {**(extra or {}), "per_round": n["per_round"]},
+        side=side,
+        cpu_us_per_op=n["cpu_us_per_op"],
+        rounds=n["rounds"],
+    )
+
+
+def skipped_result(key: str, operation: str, setup: str, why: str, side: str = "etcd") -> Result:
+    return Result(key, operation, setup, None, "", None, None, 0, None, error=why, side=side, skipped=True)
 
 
 def new_channel(target: str, i: int = 0) -> grpc.aio.Channel:
@@ -482,80 +611,161 @@ def publish_request(
     )
 
 
-async def bench_baseline(target: str, cfg: Config) -> list[Result]:
-    out = []
-    for n in (1, cfg.clients):
-        log(f"baseline: health Check, {n} client(s)")
-        clients = [Client(target, i) for i in range(n)]
-        req = health_pb2.HealthCheckRequest()
-        try:
-            calls = [lambda c=c, req=req: c.health.Check(req) for c in clients]
-            rate, lat = await measure(calls, cfg.unary_seconds, cfg.warmup_seconds)
-        finally:
+async def playlog_publisher(c: Client, channel_id: str) -> Callable[[], Awaitable[int]]:
+    """Declares the channel, stores its day-0 ScheduleDay, publishes day 0 once;
+    -> a call re-replacing day 0, alternating two sets of block ids, so that
+    every publish replaces the whole day with new blocks (the replaced ids
+    are free again)."""
+    await c.declare(channel_id)
+    await c.store_days(channel_id, range(1))
+    reqs = [publish_request(channel_id, 0, 1, tag) for tag in ("a", "b")]
+    await c.publish(reqs[1])
+
+    def call() -> Awaitable[int]:
+        reqs.reverse()
+        return c.publish(reqs[0])
+
+    return call
+
+
+@dataclass
+class EtcdSide:
+    """The etcd member beside playlog, or why there is none."""
+
+    api: etcdlib.Api | None = None
+    server: etcdlib.EtcdServer | None = None
+    gen_dir: Path | None = None
+    version: str = ""
+    skipped: str = ""  # why etcd is not measured
+
+    @property
+    def running(self) -> bool:
+        return self.api is not None and self.server is not None and not self.skipped
+
+
+async def bench_baseline(server: PlaylogServer, cfg: Config) -> list[Result]:
+    log(f"baseline: health Check, 1 and {cfg.clients} clients")
+    sets = {n: [Client(server.target, i) for i in range(n)] for n in (1, cfg.clients)}
+    req = health_pb2.HealthCheckRequest()
+    cases = [
+        Case(f"health-{n}", [lambda c=c: c.health.Check(req) for c in clients], server.pid)
+        for n, clients in sets.items()
+    ]
+    try:
+        await interleaved(cases, cfg.rounds, cfg.unary_seconds, cfg.warmup_seconds, "baseline")
+    finally:
+        for clients in sets.values():
             for c in clients:
                 await c.close()
-        out.append(
-            Result(
-                f"health-{n}",
-                "baseline: Health/Check (no-op unary)",
-                f"{n} clients, own connection each" if n > 1 else "1 client",
-                rate,
-                "ops/s",
-                lat["p50_ms"],
-                lat["p99_ms"],
-                int(lat["n"]),
-                None,
-            )
+    return [
+        case_result(
+            case,
+            "baseline: Health/Check (no-op unary)",
+            f"{n} clients, own connection each" if n > 1 else "1 client",
+            None,
         )
+        for n, case in zip(sets, cases, strict=True)
+    ]
+
+
+def etcd_failed(keys: Sequence[tuple[str, str, str]], etcd: EtcdSide, error: str = "") -> list[Result]:
+    """Rows for etcd cases that were not measured: skipped (no etcd) or failed."""
+    out = []
+    for key, operation, setup in keys:
+        if error:
+            out.append(Result(key, operation, setup, None, "", None, None, 0, None, error=error, side="etcd"))
+        else:
+            out.append(skipped_result(key, operation, setup, f"skipped: {etcd.skipped}"))
     return out
 
 
-async def bench_publish(target: str, cfg: Config) -> list[Result]:
+async def bench_publish(server: PlaylogServer, etcd: EtcdSide, cfg: Config) -> list[Result]:
+    """publish-1 / publish-16 on playlog and the same on etcd, interleaved."""
+    playlog_clients: list[Client] = []
+    etcd_clients: list[etcdlib.EtcdClient] = []
+    cases: list[Case] = []
+    etcd_rows = [
+        (
+            f"etcd-publish-{n}",
+            "etcd Txn: replace a 48-entry day",
+            f"{n} client{'s' if n > 1 else ''}" + (", own connection and channel each" if n > 1 else ""),
+        )
+        for n in (1, cfg.clients)
+    ]
+    etcd_error = ""
+    try:
+        for n in (1, cfg.clients):
+            log(f"publish: setting up {n} playlog client(s)")
+            clients = [Client(server.target, i) for i in range(n)]
+            playlog_clients += clients
+            calls = [await playlog_publisher(c, f"pub{n}-{i}") for i, c in enumerate(clients)]
+            cases.append(Case(f"publish-{n}", calls, server.pid))
+            if etcd.running:
+                assert etcd.api is not None and etcd.server is not None
+                log(f"publish: setting up {n} etcd client(s)")
+                try:
+                    ecs = [etcdlib.EtcdClient(etcd.api, etcd.server.target, i) for i in range(n)]
+                    etcd_clients += ecs
+                    pubs = []
+                    for i, ec in enumerate(ecs):
+                        cid = f"pub{n}-{i}"
+                        await ec.declare(cid)
+                        await ec.store_days(cid, range(1))
+                        pub = ec.publisher(cid, 0, 1)
+                        await pub.check()
+                        pubs.append(pub)
+                    cases.append(Case(f"etcd-publish-{n}", list(pubs), etcd.server.pid))
+                except (etcdlib.EtcdUnavailable, grpc.aio.AioRpcError) as e:
+                    etcd_error = f"etcd setup failed: {e}"
+                    log(f"publish: {etcd_error}")
+                    cases = [c for c in cases if not c.key.startswith("etcd-")]
+                    etcd.skipped = etcd.skipped or etcd_error
+        log("publish: " + ", ".join(c.key for c in cases))
+        await interleaved(cases, cfg.rounds, cfg.unary_seconds, cfg.warmup_seconds, "publish")
+    finally:
+        for c in playlog_clients:
+            await c.close()
+        for ec in etcd_clients:
+            await ec.close()
     out = []
+    by_key = {c.key: c for c in cases}
     for n in (1, cfg.clients):
-        log(f"publish: 48-entry day, {n} client(s)")
-        clients = [Client(target, i) for i in range(n)]
-        try:
-            calls = []
-            for i, c in enumerate(clients):
-                cid = f"pub{n}-{i}"
-                await c.declare(cid)
-                await c.store_days(cid, range(1))
-                # Alternate two sets of block ids: every publish replaces the
-                # whole day with new blocks (the replaced ids are free again).
-                reqs = [publish_request(cid, 0, 1, tag) for tag in ("a", "b")]
-                await c.publish(reqs[1])
-
-                def call(c: Client = c, reqs: list[ew.PublishAtomicReplaceRequest] = reqs) -> Awaitable[int]:
-                    reqs.reverse()
-                    return c.publish(reqs[0])
-
-                calls.append(call)
-            rate, lat = await measure(calls, cfg.unary_seconds, cfg.warmup_seconds)
-        finally:
-            for c in clients:
-                await c.close()
         out.append(
-            Result(
-                f"publish-{n}",
+            case_result(
+                by_key[f"publish-{n}"],
                 "PublishAtomicReplace, 48-entry day",
                 f"{n} client{'s' if n > 1 else ''}, "
                 + ("own connection and channel_id each, " if n > 1 else "")
                 + "re-replacing the same day",
-                rate,
-                "ops/s",
-                lat["p50_ms"],
-                lat["p99_ms"],
-                int(lat["n"]),
                 f"health-{n}",
             )
         )
+    for key, operation, setup in etcd_rows:
+        if key in by_key:
+            out.append(
+                case_result(
+                    by_key[key],
+                    operation,
+                    setup + ": compare gen + ScheduleDay, 48 deletes, 48 puts, publish record, gen",
+                    None,
+                    "etcd",
+                )
+            )
+        else:
+            out += etcd_failed([(key, operation, setup)], etcd, etcd_error)
     return out
 
 
-async def bench_read(target: str, cfg: Config) -> list[Result]:
-    c = Client(target)
+async def bench_read(server: PlaylogServer, etcd: EtcdSide, cfg: Config) -> list[Result]:
+    c = Client(server.target)
+    ec = (
+        etcdlib.EtcdClient(etcd.api, etcd.server.target)
+        if etcd.running and etcd.api and etcd.server
+        else None
+    )
     out = []
+    cases: list[tuple[Case, str, str, int, dict[str, Any]]] = []  # case, operation, setup, days, extra
+    etcd_error = ""
     try:
         setups = []
         for stored in (10, cfg.big_days):
@@ -570,10 +780,9 @@ async def bench_read(target: str, cfg: Config) -> list[Result]:
             setups.append((cid, stored))
         # Check every case, then measure them in interleaved rounds, so that
         # a slow spell of the machine does not land on one case only.
-        cases = []
         for cid, stored in setups:
+            first = min(stored // 2, stored - 7)  # middle of the stored range
             for days in (1, 7):
-                first = min(stored // 2, stored - 7)  # middle of the stored range
                 req = ew.ReadWindowSnapshotRequest(
                     channel_id=cid, start_utc_ms=day_start_ms(first), end_utc_ms=day_start_ms(first + days)
                 )
@@ -583,36 +792,75 @@ async def bench_read(target: str, cfg: Config) -> list[Result]:
                     raise BenchError(
                         f"ReadWindowSnapshot {cid} {days} days: {len(snap.entries)} entries, want {want}"
                     )
-                call = functools.partial(c.window.ReadWindowSnapshot, req)
-                cases.append((f"read-{days}d-{stored}", stored, days, call, snap.ByteSize()))
-        latencies: dict[str, list[int]] = {key: [] for key, *_ in cases}
-        log(f"read: warming up {len(cases)} cases")
-        for _, _, _, call, _ in cases:
-            await closed_loop([call], 0.0, cfg.warmup_seconds / 2)
-        slice_s = cfg.read_seconds / cfg.read_rounds
-        for r in range(cfg.read_rounds):
-            log(f"read: round {r + 1} of {cfg.read_rounds}")
-            for key, _, _, call, _ in cases if r % 2 == 0 else reversed(cases):
-                latencies[key] += await closed_loop([call], slice_s, 0.0)
-        for key, stored, days, _, size in cases:
-            lat = summarize_ns(latencies[key])
-            what = f"{days} day{'s' if days > 1 else ''} ({days * ENTRIES_PER_DAY} entries)"
-            out.append(
-                Result(
-                    key,
-                    f"ReadWindowSnapshot, {what}",
-                    f"1 client, {stored} days ({stored * ENTRIES_PER_DAY} entries) stored on the channel",
-                    len(latencies[key]) / cfg.read_seconds,
-                    "ops/s",
-                    lat["p50_ms"],
-                    lat["p99_ms"],
-                    int(lat["n"]),
-                    "health-1",
-                    {"response_bytes": size},
+                what = f"{days} day{'s' if days > 1 else ''} ({want} entries)"
+                cases.append(
+                    (
+                        Case(
+                            f"read-{days}d-{stored}",
+                            [functools.partial(c.window.ReadWindowSnapshot, req)],
+                            server.pid,
+                        ),
+                        f"ReadWindowSnapshot, {what}",
+                        f"1 client, {stored} days ({stored * ENTRIES_PER_DAY} entries) stored on the channel",
+                        days,
+                        {"response_bytes": snap.ByteSize()},
+                    )
                 )
+        if ec is not None and etcd.server is not None:
+            try:
+                for cid, stored in setups:
+                    log(f"read: storing {stored} days on etcd ({stored} Txns of one day)")
+                    t0 = time.monotonic()
+                    await ec.declare(cid)
+                    await ec.store_days(cid, range(stored))
+                    for day in range(stored):
+                        await ec.publisher(cid, day, 1, ("",))()
+                    log(f"read: etcd {cid} stored in {time.monotonic() - t0:.1f} s")
+                    first = min(stored // 2, stored - 7)
+                    got = await ec.read(cid, first, 1)
+                    if len(got) != ENTRIES_PER_DAY:
+                        raise etcdlib.EtcdUnavailable(
+                            f"etcd Range {cid} 1 day: {len(got)} entries, want {ENTRIES_PER_DAY}"
+                        )
+                    cases.append(
+                        (
+                            Case(f"etcd-read-1d-{stored}", [ec.read_call(cid, first, 1)], etcd.server.pid),
+                            f"etcd Range: 1 day ({ENTRIES_PER_DAY} keys), values parsed",
+                            f"1 client, {stored} days ({stored * ENTRIES_PER_DAY} entry keys) on the channel",
+                            1,
+                            {},
+                        )
+                    )
+            except (etcdlib.EtcdUnavailable, grpc.aio.AioRpcError) as e:
+                etcd_error = f"etcd setup failed: {e}"
+                log(f"read: {etcd_error}")
+                cases = [x for x in cases if not x[0].key.startswith("etcd-")]
+        await interleaved(
+            [x[0] for x in cases], cfg.read_rounds, cfg.read_seconds, cfg.warmup_seconds / 2, "read"
+        )
+        for case, operation, setup, _, extra in cases:
+            side = "etcd" if case.key.startswith("etcd-") else "playlog"
+            out.append(
+                case_result(case, operation, setup, None if side == "etcd" else "health-1", side, extra)
             )
+        measured = {x[0].key for x in cases}
+        out += etcd_failed(
+            [
+                (
+                    f"etcd-read-1d-{stored}",
+                    f"etcd Range: 1 day ({ENTRIES_PER_DAY} keys), values parsed",
+                    f"1 client, {stored} days stored",
+                )
+                for stored in (10, cfg.big_days)
+                if f"etcd-read-1d-{stored}" not in measured
+            ],
+            etcd,
+            etcd_error,
+        )
     finally:
         await c.close()
+        if ec is not None:
+            await ec.close()
     return out
 
 
@@ -699,6 +947,8 @@ async def watch_case(
             base and f"bare-paced-{n}",
             extra_p,
             "; ".join(problems),
+            side=kind,
+            cpu_us_per_op=extra_p["server_cpu_us_per_event"],
         ),
         Result(
             f"{kind}-burst-{n}",
@@ -712,6 +962,8 @@ async def watch_case(
             base and f"bare-burst-{n}",
             extra_b,
             "; ".join(problems),
+            side=kind,
+            cpu_us_per_op=extra_b["server_cpu_us_per_event"],
         ),
     )
 
@@ -730,33 +982,11 @@ async def bench_watch(server: PlaylogServer, cfg: Config, workdir: Path) -> list
         for n in cfg.watch_counts:
             # playlog: one channel per subscriber count, its day re-replaced.
             cid = f"watch-{n}"
-            await client.declare(cid)
-            await client.store_days(cid, range(1))
-            reqs = [publish_request(cid, 0, 1, tag) for tag in ("a", "b")]
-            await client.publish(reqs[1])
-
-            async def playlog_publish(reqs: list[ew.PublishAtomicReplaceRequest] = reqs) -> int:
-                reqs.reverse()
-                return await client.publish(reqs[0])
+            playlog_publish = await playlog_publisher(client, cid)
 
             # bare: the same entries as a serialized replaced event, so the
             # subscribers receive and parse as many bytes as from playlog.
-            event = pb.WindowEvent(
-                replaced=pb.ReplacedEvent(
-                    channel_id=cid,
-                    range_start_utc_ms=day_start_ms(0),
-                    range_end_utc_ms=day_start_ms(0) + DAY_MS,
-                    entries=day_entries(cid, 0, "a"),
-                    reason_code="bench",
-                )
-            )
-            payloads = []
-            for g in range(1, cfg.watch_paced + cfg.watch_burst + 1):
-                event.replaced.generation_id = g
-                event.replaced.previous_generation_id = g - 1
-                for entry in event.replaced.entries:
-                    entry.generation_id = g
-                payloads.append(event.SerializeToString())
+            payloads = bare_payloads(cid, cfg.watch_paced + cfg.watch_burst)
             generation = [0]
 
             async def bare_publish(
@@ -799,6 +1029,256 @@ async def bench_watch(server: PlaylogServer, cfg: Config, workdir: Path) -> list
     return out
 
 
+@dataclass
+class RateSide:
+    """One server of a fixed-rate watch comparison, with its subscriber process."""
+
+    kind: str  # playlog, etcd, bare
+    target: str
+    pid: int
+    channel_id: str
+    publish: Callable[[], Awaitable[int]]
+    sub_args: list[str] = field(default_factory=list)
+    sp: SubscriberProc | None = None
+    rounds: list[tuple[dict[int, int], float]] = field(default_factory=list)  # (ack per generation, CPU s)
+
+
+async def rate_round(side: RateSide, count: int, per_s: float) -> None:
+    """`count` publishes at `per_s` per second (each at its scheduled time, or
+    at once if the previous one returned late); then waits until every
+    subscriber has every event. Records the ack times and the server CPU."""
+    assert side.sp is not None
+    acks: dict[int, int] = {}
+    c0 = cpu_seconds(side.pid)
+    t0 = time.monotonic()
+    for k in range(count):
+        delay = t0 + k / per_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        g = await side.publish()
+        acks[g] = now_ns()
+    for g in acks:
+        await side.sp.wait_delivered(g, limit_s=60)
+    side.rounds.append((acks, cpu_seconds(side.pid) - c0))
+
+
+def rate_result(
+    side: RateSide, n: int, per_s: float, recv: dict[str, list[int]], baseline: str | None
+) -> Result:
+    per_round = []
+    for acks, cpu_s in side.rounds:
+        lat = summarize_ns([t - ack for g, ack in acks.items() for t in recv.get(str(g), [])])
+        events = sum(len(recv.get(str(g), [])) for g in acks)
+        per_round.append(
+            {
+                "publishes": len(acks),
+                "events": events,
+                "p50_ms": lat["p50_ms"],
+                "p99_ms": lat["p99_ms"],
+                "cpu_us_per_event": 1e6 * cpu_s / events if events else None,
+                "cpu_ms_per_publish": 1e3 * cpu_s / len(acks) if acks else None,
+            }
+        )
+    label = {
+        "playlog": "WatchWindow",
+        "etcd": "etcd Watch on the channel prefix",
+        "bare": "bare grpc.aio fan-out",
+    }[side.kind]
+    assert side.sp is not None
+    conns = side.sp.connections
+    return Result(
+        f"{side.kind}-rate-{n}",
+        f"{label}: ack -> receipt at {per_s:g} publish{'es' if per_s != 1 else ''}/s",
+        f"{n} subscribers on {conns} connection{'s' if conns > 1 else ''}, "
+        f"{len(side.rounds)} rounds of {len(side.rounds[0][0]) if side.rounds else 0} publishes",
+        None,
+        "",
+        median([r["p50_ms"] for r in per_round]),
+        median([r["p99_ms"] for r in per_round]),
+        sum(r["events"] for r in per_round),
+        baseline,
+        {
+            "per_round": per_round,
+            "server_cpu_ms_per_publish": median([r["cpu_ms_per_publish"] for r in per_round]),
+            "server_cpu_us_per_event": median([r["cpu_us_per_event"] for r in per_round]),
+        },
+        side=side.kind,
+        cpu_us_per_op=median([r["cpu_us_per_event"] for r in per_round]),
+        rounds=len(per_round),
+    )
+
+
+async def rate_compare(
+    sides: tuple[RateSide, ...], n: int, per_s: float, count: int, cfg: Config, workdir: Path
+) -> list[Result]:
+    """Both sides' subscribers open at once; then `cfg.rounds` rounds, each
+    side in turn (order reversed every other round), of `count` publishes at
+    `per_s`/s. Numbers: medians over the rounds."""
+    try:
+        for side in sides:
+            side.sp = SubscriberProc(
+                side.kind,
+                side.target,
+                n,
+                side.channel_id,
+                workdir / f"recv-rate-{side.kind}-{n}.json",
+                side.sub_args,
+            )
+            log(f"watch: {side.kind}, {n} subscribers for the {per_s:g}/s comparison: opening streams")
+            await side.sp.start(limit_s=120)
+        await asyncio.sleep(0.2)
+        for side in sides:  # warm-up publishes, not counted
+            assert side.sp is not None
+            for _ in range(2):
+                await side.sp.wait_delivered(await side.publish(), limit_s=60)
+        for r in range(cfg.rounds):
+            log(f"watch: {n} subscribers at {per_s:g}/s, round {r + 1} of {cfg.rounds}")
+            for side in sides if r % 2 == 0 else tuple(reversed(sides)):
+                await rate_round(side, count, per_s)
+                await asyncio.sleep(0.2)
+    finally:
+        dumps = {}
+        for side in sides:
+            if side.sp is not None:
+                dumps[side.kind] = await side.sp.stop()
+    playlog, others = sides[0], sides[1:]
+    out = []
+    pairs = [(o, None) for o in others] + [(playlog, f"{others[0].kind}-rate-{n}" if others else None)]
+    for side, baseline in pairs:
+        dump = dumps.get(side.kind, {})
+        row = rate_result(side, n, per_s, dump.get("recv", {}), baseline)
+        problems = []
+        if dump.get("resets"):
+            problems.append(f"{dump['resets']} reset snapshots")
+        if dump.get("out_of_order"):
+            problems.append(f"{dump['out_of_order']} out-of-order events")
+        row.error = "; ".join(problems)
+        out.append(row)
+    return out
+
+
+def rate_failed(kind: str, n: int, per_s: float, error: str, skipped: bool = False) -> Result:
+    r = Result(
+        f"{kind}-rate-{n}",
+        f"{kind}: ack -> receipt at {per_s:g}/s",
+        f"{n} subscribers",
+        None,
+        "",
+        None,
+        None,
+        0,
+        None,
+        error=error,
+        side=kind,
+        skipped=skipped,
+    )
+    return r
+
+
+async def bench_watch_rates(
+    server: PlaylogServer, etcd: EtcdSide, cfg: Config, workdir: Path
+) -> list[Result]:
+    """The fixed-rate comparisons of the summary: playlog vs etcd Watch with
+    rate_etcd's subscribers and rate, playlog vs the bare fan-out with
+    rate_bare's. Every side publishes a 48-entry day on its own channel."""
+    out: list[Result] = []
+    client = Client(server.target, 97)
+    n, per_s, count = cfg.rate_etcd
+    ec = None
+    try:
+        if etcd.running and etcd.api is not None and etcd.server is not None and etcd.gen_dir is not None:
+            cid = f"rate-{n}"
+            ec = etcdlib.EtcdClient(etcd.api, etcd.server.target, 97)
+            try:
+                await ec.declare(cid)
+                await ec.store_days(cid, range(1))
+                pub = ec.publisher(cid, 0, 1)
+                await pub.check()
+                sides = (
+                    RateSide("playlog", server.target, server.pid, cid, await playlog_publisher(client, cid)),
+                    RateSide(
+                        "etcd",
+                        etcd.server.target,
+                        etcd.server.pid,
+                        cid,
+                        pub,
+                        ["--etcd-gen", str(etcd.gen_dir)],
+                    ),
+                )
+                out += await rate_compare(sides, n, per_s, count, cfg, workdir)
+            except (BenchError, etcdlib.EtcdUnavailable, grpc.aio.AioRpcError) as e:
+                log(f"watch: playlog vs etcd at {n} subscribers FAILED: {e}")
+                out += [rate_failed(k, n, per_s, str(e)) for k in ("etcd", "playlog")]
+        else:
+            # No etcd: playlog alone, so that its row is there all the same.
+            out.append(rate_failed("etcd", n, per_s, f"skipped: {etcd.skipped}", skipped=True))
+            cid = f"rate-{n}"
+            try:
+                alone = RateSide(
+                    "playlog", server.target, server.pid, cid, await playlog_publisher(client, cid)
+                )
+                out += await rate_compare((alone,), n, per_s, count, cfg, workdir)
+            except (BenchError, grpc.aio.AioRpcError) as e:
+                log(f"watch: playlog at {n} subscribers FAILED: {e}")
+                out.append(rate_failed("playlog", n, per_s, str(e)))
+        await asyncio.sleep(0.5)
+        n, per_s, count = cfg.rate_bare
+        fanout = FanoutServer()
+        await fanout.start()
+        bare_channel = new_channel(fanout.target, 96)
+        try:
+            cid = f"rate-{n}"
+            payloads = bare_payloads(cid, 2 + cfg.rounds * count)
+            bare_rpc: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = bare_channel.unary_unary(
+                f"/{FANOUT_SERVICE}/Publish"
+            )
+            generation = [0]
+
+            async def bare_publish() -> int:
+                g = generation[0] = generation[0] + 1
+                await bare_rpc(payloads[g - 1])
+                return g
+
+            sides = (
+                RateSide("playlog", server.target, server.pid, cid, await playlog_publisher(client, cid)),
+                RateSide("bare", fanout.target, fanout.proc.pid if fanout.proc else 0, cid, bare_publish),
+            )
+            out += await rate_compare(sides, n, per_s, count, cfg, workdir)
+        except (BenchError, grpc.aio.AioRpcError) as e:
+            log(f"watch: playlog vs bare at {n} subscribers FAILED: {e}")
+            out += [rate_failed(k, n, per_s, str(e)) for k in ("bare", "playlog")]
+        finally:
+            await bare_channel.close()
+            await fanout.stop()
+    finally:
+        await client.close()
+        if ec is not None:
+            await ec.close()
+    return out
+
+
+def bare_payloads(channel_id: str, count: int) -> list[bytes]:
+    """Serialized WindowEvents of generations 1..count replacing day 0 with
+    its 48 entries: the bytes a playlog subscriber gets for a publish."""
+    event = pb.WindowEvent(
+        replaced=pb.ReplacedEvent(
+            channel_id=channel_id,
+            range_start_utc_ms=day_start_ms(0),
+            range_end_utc_ms=day_start_ms(0) + DAY_MS,
+            entries=day_entries(channel_id, 0, "a"),
+            reason_code="bench",
+        )
+    )
+    payloads = []
+    for g in range(1, count + 1):
+        event.replaced.generation_id = g
+        event.replaced.previous_generation_id = g - 1
+        for entry in event.replaced.entries:
+            entry.generation_id = g
+        payloads.append(event.SerializeToString())
+    return payloads
+
+
 # -- report ------------------------------------------------------------------------------
 
 
@@ -819,7 +1299,9 @@ def fmt_ratio(x: float | None, base: float | None) -> str | None:
 
 def ratio_cell(row: Result, rows: dict[str, Result]) -> str:
     if row.baseline is None:
-        return "baseline"
+        if row.side == "etcd":
+            return "etcd side (see the summary)"
+        return "— (nothing to compare with)" if row.key.startswith("playlog-") else "baseline"
     base = rows.get(row.baseline)
     if base is None or base.error:
         return "— (no baseline)"
@@ -838,7 +1320,194 @@ def ratio_cell(row: Result, rows: dict[str, Result]) -> str:
     return ", ".join(parts) + f" of `{row.baseline}`" if parts else "—"
 
 
-def render(results: list[Result], env: dict[str, str], cfg: Config, notes: list[str]) -> str:
+def cpu_cell(r: Result) -> str:
+    if r.cpu_us_per_op is None:
+        return "—"
+    per = "event" if r.key.startswith(("bare-", "playlog-", "etcd-rate-")) else "op"
+    return f"{fmt_num(r.cpu_us_per_op)} µs/{per}"
+
+
+@dataclass
+class Goal:
+    """One line of the summary: playlog's number against the other side's."""
+
+    measure: str
+    playlog: str  # key of playlog's row
+    other: str  # key of the other side's row
+    metric: str  # "rate", "p50_ms", "p99_ms" or "cpu" (server CPU per op)
+    goal: str = ""  # e.g. ">= 2.0x"; "" for a row without a goal
+    other_label: str = ""  # how to name the other side's number
+
+
+def summary_goals(cfg: Config) -> list[Goal]:
+    ne, re_, _ = cfg.rate_etcd
+    nb, rb, _ = cfg.rate_bare
+    c = cfg.clients
+    return [
+        Goal(
+            "publishes/s, 1 client (48-entry day)", "publish-1", "etcd-publish-1", "rate", ">= 2.0x", "etcd"
+        ),
+        Goal(
+            f"publishes/s, {c} clients on {c} channels",
+            f"publish-{c}",
+            f"etcd-publish-{c}",
+            "rate",
+            ">= 2.0x",
+            "etcd",
+        ),
+        Goal(
+            "server CPU per publish, 1 client, vs a no-op RPC (Health/Check, 1 client)",
+            "publish-1",
+            "health-1",
+            "cpu",
+            "<= 2.0x",
+            "no-op RPC",
+        ),
+        Goal(
+            f"server CPU per publish, {c} clients, vs a no-op RPC ({c} clients)",
+            f"publish-{c}",
+            f"health-{c}",
+            "cpu",
+            "<= 2.0x",
+            "no-op RPC",
+        ),
+        Goal(
+            "server CPU per ReadWindowSnapshot of 1 day (10 days stored) vs a no-op RPC",
+            "read-1d-10",
+            "health-1",
+            "cpu",
+            "<= 1.5x",
+            "no-op RPC",
+        ),
+        Goal(
+            f"server CPU per ReadWindowSnapshot of 1 day ({cfg.big_days} days stored) vs a no-op RPC",
+            f"read-1d-{cfg.big_days}",
+            "health-1",
+            "cpu",
+            "<= 1.5x",
+            "no-op RPC",
+        ),
+        Goal(
+            f"publish -> subscriber p99, {ne} subscribers, {re_:g} publishes/s",
+            f"playlog-rate-{ne}",
+            f"etcd-rate-{ne}",
+            "p99_ms",
+            "<= 1.0x",
+            "etcd",
+        ),
+        Goal(
+            f"publish -> subscriber p99, {nb} subscribers, {rb:g} publish/s",
+            f"playlog-rate-{nb}",
+            f"bare-rate-{nb}",
+            "p99_ms",
+            "<= 1.5x",
+            "bare fan-out",
+        ),
+        # Context, no goal.
+        Goal(
+            "reads/s, 1 day (48 entries), 10 days stored", "read-1d-10", "etcd-read-1d-10", "rate", "", "etcd"
+        ),
+        Goal(
+            f"reads/s, 1 day (48 entries), {cfg.big_days} days stored",
+            f"read-1d-{cfg.big_days}",
+            f"etcd-read-1d-{cfg.big_days}",
+            "rate",
+            "",
+            "etcd",
+        ),
+        Goal(
+            f"publish -> subscriber p50, {ne} subscribers, {re_:g} publishes/s",
+            f"playlog-rate-{ne}",
+            f"etcd-rate-{ne}",
+            "p50_ms",
+            "",
+            "etcd",
+        ),
+        Goal(
+            f"publish -> subscriber p50, {nb} subscribers, {rb:g} publish/s",
+            f"playlog-rate-{nb}",
+            f"bare-rate-{nb}",
+            "p50_ms",
+            "",
+            "bare fan-out",
+        ),
+    ]
+
+
+def goal_value(r: Result | None, field_name: str) -> float | None:
+    if r is None or (r.error and r.p50_ms is None):
+        return None
+    v = r.cpu_us_per_op if field_name == "cpu" else getattr(r, field_name)
+    return None if v is None or math.isnan(v) else float(v)
+
+
+def value_cell(r: Result | None, field_name: str) -> str:
+    if r is None:
+        return "not run"
+    if r.skipped:
+        return "skipped"
+    if r.error and r.p50_ms is None:
+        return "FAILED"
+    v = goal_value(r, field_name)
+    unit = {"rate": r.unit, "p50_ms": "ms", "p99_ms": "ms", "cpu": "µs CPU/op"}[field_name]
+    return f"{fmt_num(v)} {unit}" if v is not None else "—"
+
+
+def summary(results: list[Result], cfg: Config) -> list[dict[str, Any]]:
+    rows = {r.key: r for r in results}
+    out = []
+    for g in summary_goals(cfg):
+        p, o = rows.get(g.playlog), rows.get(g.other)
+        if p is None and o is None:
+            continue
+        pv, ov = goal_value(p, g.metric), goal_value(o, g.metric)
+        ratio = pv / ov if pv is not None and ov is not None and ov > 0 else None
+        met: bool | None = None
+        if g.goal and ratio is not None:
+            bound = float(g.goal.split()[1].rstrip("x"))
+            met = ratio >= bound if g.goal.startswith(">=") else ratio <= bound
+        out.append(
+            {
+                "measure": g.measure,
+                "playlog_key": g.playlog,
+                "other_key": g.other,
+                "other": g.other_label,
+                "playlog": value_cell(p, g.metric),
+                "other_value": value_cell(o, g.metric),
+                "ratio": ratio,
+                "goal": f"{g.goal} {g.other_label}" if g.goal else "",
+                "met": met,
+                "playlog_cpu": cpu_cell(p) if p else "—",
+                "other_cpu": cpu_cell(o) if o else "—",
+                "rounds": max(p.rounds if p else 0, o.rounds if o else 0),
+            }
+        )
+    return out
+
+
+def render_summary(lines: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "| measure | playlog | etcd / bare fan-out / no-op | ratio | goal | met | "
+        "playlog server CPU | other server CPU |",
+        "|---|---:|---:|---:|---|---|---:|---:|",
+    ]
+    for s in lines:
+        ratio = f"{s['ratio']:.2f}x" if s["ratio"] is not None else "—"
+        met = {True: "**yes**", False: "**no**", None: "—" if not s["goal"] else "not measured"}[s["met"]]
+        out.append(
+            f"| {s['measure']} | {s['playlog']} | {s['other']}: {s['other_value']} | {ratio} "
+            f"| {s['goal'] or '—'} | {met} | {s['playlog_cpu']} | {s['other_cpu']} |"
+        )
+    return out
+
+
+def render(
+    results: list[Result],
+    env: dict[str, str],
+    cfg: Config,
+    notes: list[str],
+    summary_lines: list[dict[str, Any]],
+) -> str:
     rows = {r.key: r for r in results}
     lines = [
         f"# playlog benchmark ({cfg.name} run)",
@@ -849,18 +1518,22 @@ def render(results: list[Result], env: dict[str, str], cfg: Config, notes: list[
         "",
         "## Results",
         "",
-        "| key | operation | setup | ops/s or events/s | p50 ms | p99 ms | ratio to baseline | samples |",
-        "|---|---|---|---:|---:|---:|---|---:|",
+        "Rows measured in interleaved rounds show the median over the rounds (`rounds`).",
+        "",
+        "| key | operation | setup | ops/s or events/s | p50 ms | p99 ms | ratio to baseline "
+        "| server CPU | rounds | samples |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
         if r.error and r.p50_ms is None:
-            lines.append(f"| `{r.key}` | {r.operation} | {r.setup} | FAILED | | | {r.error} | 0 |")
+            state = "skipped" if r.skipped else "FAILED"
+            lines.append(f"| `{r.key}` | {r.operation} | {r.setup} | {state} | | | {r.error} | | | 0 |")
             continue
         rate = fmt_num(r.rate) + (f" {r.unit}" if r.rate is not None else "")
         setup = r.setup + (f" **({r.error})**" if r.error else "")
         lines.append(
             f"| `{r.key}` | {r.operation} | {setup} | {rate} | {fmt_num(r.p50_ms)} | {fmt_num(r.p99_ms)} "
-            f"| {ratio_cell(r, rows)} | {r.samples} |"
+            f"| {ratio_cell(r, rows)} | {cpu_cell(r)} | {r.rounds} | {r.samples} |"
         )
     derived = derived_lines(rows)
     if derived:
@@ -881,6 +1554,16 @@ def render(results: list[Result], env: dict[str, str], cfg: Config, notes: list[
             )
     if notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
+    if summary_lines:
+        lines += [
+            "",
+            "## Summary: playlog against etcd, the bare fan-out and a no-op RPC (issue 9)",
+            "",
+            "ratio = playlog's number / the other's. Server CPU: all threads of the server "
+            "process over the measured window, per operation (watch: per delivered event).",
+            "",
+            *render_summary(summary_lines),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -946,7 +1629,7 @@ async def drift_check(target: str, cfg: Config, results: list[Result]) -> str:
     )
 
 
-def environment(cfg: Config, workdir: Path, server: PlaylogServer) -> dict[str, str]:
+def environment(cfg: Config, workdir: Path, server: PlaylogServer, etcd: EtcdSide) -> dict[str, str]:
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -977,7 +1660,14 @@ def environment(cfg: Config, workdir: Path, server: PlaylogServer) -> dict[str, 
         "protobuf": protobuf_version,
         "playlog commit": commit,
         "server": " ".join(Path(a).name if i == 0 else a for i, a in enumerate(server.cmd)),
-        "data dir filesystem": fs_type(workdir),
+        "etcd": (
+            f"{etcd.version}: "
+            + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(etcd.server.cmd))
+            + "; client: etcd's v3 gRPC API (bench/etcd_proto), grpc.aio"
+        )
+        if etcd.server is not None and etcd.server.cmd
+        else f"not measured ({etcd.skipped})",
+        "data dir filesystem": fs_type(workdir) + " (playlog's and etcd's data directories)",
         "clients": "bench/run.py (unary load, publisher), bench/subscribers.py (watch streams), "
         "all on this machine, 127.0.0.1",
     }
@@ -986,12 +1676,38 @@ def environment(cfg: Config, workdir: Path, server: PlaylogServer) -> dict[str, 
 # -- main --------------------------------------------------------------------------------
 
 
+async def start_etcd(args: argparse.Namespace, workdir: Path) -> EtcdSide:
+    """etcd beside playlog: found or installed, its protos compiled into the
+    work directory, one member started on loopback; or why not."""
+    if args.no_etcd:
+        return EtcdSide(skipped="--no-etcd")
+    try:
+        binary = await asyncio.to_thread(etcdlib.ensure_etcd, log)
+        gen_dir = workdir / "etcd-gen"
+        await asyncio.to_thread(etcdlib.compile_protos, gen_dir)
+        api = etcdlib.load(gen_dir)
+        side = EtcdSide(api, etcdlib.EtcdServer(binary, workdir), gen_dir, etcdlib.etcd_version(binary))
+        assert side.server is not None
+        log(f"starting etcd {side.version} ({binary})")
+        await side.server.start(api)
+        log(f"etcd serving on {side.server.target} (pid {side.server.pid})")
+        return side
+    except etcdlib.EtcdUnavailable as e:
+        log(f"etcd unavailable, the etcd rows are skipped: {e}")
+        return EtcdSide(skipped=str(e))
+
+
 async def run(args: argparse.Namespace) -> int:
     cfg = QUICK if args.quick else DEFAULT
     sections = set(filter(None, args.only.split(","))) if args.only else set(SECTIONS)
     if not sections <= set(SECTIONS):
         log(f"--only: unknown section(s) {sorted(sections - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
         return 2
+    # SIGTERM ends the run like Ctrl-C: cancelled, every server stopped by the
+    # finally clauses below (and kill_children() in main() as a last resort).
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     workdir = Path(tempfile.mkdtemp(prefix="playlog-bench-", dir=args.tmpdir))
     server = PlaylogServer(
         workdir,
@@ -1003,6 +1719,7 @@ async def run(args: argparse.Namespace) -> int:
             *args.server_arg,
         ],
     )
+    etcd = EtcdSide(skipped="not started")
     results: list[Result] = []
     notes: list[str] = []
     load_start = load_average()
@@ -1011,23 +1728,29 @@ async def run(args: argparse.Namespace) -> int:
     try:
         log(f"starting playlog serve in {workdir}")
         await server.start()
-        log(f"playlog serving on {server.target}")
-        results += await bench_baseline(server.target, cfg)
+        log(f"playlog serving on {server.target} (pid {server.pid})")
+        if sections - {"baseline"}:
+            etcd = await start_etcd(args, workdir)
+        results += await bench_baseline(server, cfg)
         if "publish" in sections:
-            results += await bench_publish(server.target, cfg)
+            results += await bench_publish(server, etcd, cfg)
         if "read" in sections:
-            results += await bench_read(server.target, cfg)
+            results += await bench_read(server, etcd, cfg)
         if "watch" in sections:
             results += await bench_watch(server, cfg, workdir)
+            results += await bench_watch_rates(server, etcd, cfg, workdir)
         if sections - {"baseline"}:
             notes.append(await drift_check(server.target, cfg, results))
-    except (BenchError, grpc.aio.AioRpcError) as e:
+    except (BenchError, grpc.aio.AioRpcError, etcdlib.EtcdUnavailable) as e:
         log(f"FAILED: {e}")
         notes.append(f"run aborted: {e}")
         exit_code = 1
     finally:
         problems = server.log_problems()
         await server.stop()
+        if etcd.server is not None:
+            await etcd.server.stop()
+            log(f"etcd stopped (pid {etcd.server.pid})")
         if server.proc is not None and server.proc.returncode not in (0, -signal.SIGTERM):
             notes.append(f"playlog serve exited with status {server.proc.returncode}")
         if problems:
@@ -1036,19 +1759,29 @@ async def run(args: argparse.Namespace) -> int:
             notes.append(f"data and logs kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    failed = [r for r in results if r.error]
+    if etcd.skipped and sections - {"baseline"}:
+        notes.append(f"**etcd rows skipped**: {etcd.skipped}")
+    failed = [r for r in results if r.error and not r.skipped]
     if failed:
         exit_code = 1
     notes.append(f"wall time of the run: {time.monotonic() - started:.0f} s")
-    env = environment(cfg, workdir, server)
+    env = environment(cfg, workdir, server, etcd)
     env["load average (1 min) at start / end"] = f"{load_start} / {load_average()}"
-    report = render(results, env, cfg, notes)
+    summary_lines = summary(results, cfg)
+    report = render(results, env, cfg, notes, summary_lines)
     print(report)
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.md").write_text(report)
     (RESULTS_DIR / "latest.json").write_text(
         json.dumps(
-            {"config": cfg.__dict__, "results": [r.__dict__ for r in results], "notes": notes}, indent=1
+            {
+                "config": cfg.__dict__,
+                "environment": env,
+                "summary": summary_lines,
+                "results": [r.__dict__ for r in results],
+                "notes": notes,
+            },
+            indent=1,
         )
     )
     log(f"written to {RESULTS_DIR / 'latest.md'}")
@@ -1060,12 +1793,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--quick", action="store_true", help="shorter windows and fewer publishes (~1 minute)"
+        "--quick", action="store_true", help="shorter windows and fewer publishes (under 2 minutes)"
     )
     parser.add_argument(
         "--only",
         default="",
         help="comma-separated sections: publish,read,watch (default: all; the baseline always runs)",
+    )
+    parser.add_argument(
+        "--no-etcd", action="store_true", help="do not start etcd; its rows are marked skipped"
     )
     parser.add_argument(
         "--server-arg",
@@ -1076,9 +1812,16 @@ def main() -> None:
     parser.add_argument(
         "--tmpdir", default=None, help="parent of the temporary data directory (default: $TMPDIR)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the data directory and server log")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories and the servers' logs")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args)))
+    try:
+        code = asyncio.run(run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted: servers stopped, no report written")
+        code = 130
+    finally:
+        kill_children()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
