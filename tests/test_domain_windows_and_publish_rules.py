@@ -15,6 +15,7 @@ from playlog.domain.publish import (
     PublishRequest,
     ReplaceEntryFacts,
     ReplaceEntryRequest,
+    cut_entry,
     decide_publish,
     decide_replace_entry,
 )
@@ -352,3 +353,53 @@ def test_malformed_publishes_name_the_field(mutate, field) -> None:  # type: ign
     with pytest.raises(MalformedRequest) as info:
         validate_publish(**mutate(base))
     assert field in [v.field for v in info.value.violations], info.value.violations
+
+
+# -- the cut of the entry on air (SPEC section 2) ------------------------------------------
+
+
+def three_segments(block_id: str, start: int) -> Entry:
+    """[start, start + 300): segments of 100, 150 and 50."""
+    segs = tuple(
+        Segment(f"{block_id}-{i}", "program", f"asset://{i}", 7, d, "t") for i, d in enumerate((100, 150, 50))
+    )
+    return dataclasses.replace(e(block_id, start, start + 300), segments=segs)
+
+
+@given(cut=st.integers(min_value=1, max_value=299))
+def test_a_cut_keeps_exactly_the_segments_before_it(cut: int) -> None:
+    on_air = three_segments("live", T - 1)  # started just before now
+    at = T - 1 + cut
+    kept = cut_entry(on_air, at, 9, "rec")
+    assert (kept.start_utc_ms, kept.end_utc_ms, kept.block_id) == (T - 1, at, "live")
+    assert sum(s.duration_ms for s in kept.segments) == cut  # still sums to the entry's duration
+    starts = [T - 1, T + 99, T + 249]
+    assert [s.segment_id for s in kept.segments] == [f"live-{i}" for i, s0 in enumerate(starts) if s0 < at]
+    assert all(s.asset_uri == f"asset://{i}" and s.asset_offset_ms == 7 for i, s in enumerate(kept.segments))
+    assert (kept.generation_id, kept.is_operator_override, kept.override_record_id) == (9, True, "rec")
+
+
+def test_the_cut_is_planned_only_for_the_entry_on_air_and_only_by_override() -> None:
+    on_air = three_segments("live", T - 100)  # [T - 100, T + 200): on air
+    after = e("next", T + 200, T + 400)
+    request = req(T + 50, T + 200, [e("news", T + 50, T + 200)], override=True)
+    plan = decide_publish(
+        request,
+        facts(affected=(on_air,), spanning_range_start=on_air, right_neighbour=after),
+        T,
+        "rec",
+    )
+    assert isinstance(plan, PublishPlan) and plan.cut is not None
+    assert (plan.cut.end_utc_ms, plan.cut_block_id) == (T + 50, "live")
+    assert [x.block_id for x in plan.entries] == ["live", "news"]
+    assert plan.override_record is not None
+    assert [(s.block_id, s.generation_id, s.end_utc_ms) for s in plan.override_record.superseded_entries] == [
+        ("live", 1, T + 200)
+    ]
+    without = dataclasses.replace(request, operator_override=False, reason_code="")
+    refused = decide_publish(without, facts(affected=(on_air,), spanning_range_start=on_air), T, "")
+    assert rejected(refused) is ErrorCode.LOCKED_WINDOW_VIOLATION
+    before_now = req(T - 50, T + 200, [e("news", T - 50, T + 200)], override=True)
+    assert rejected(
+        decide_publish(before_now, facts(affected=(on_air,), spanning_range_start=on_air), T, "r")
+    ) is (ErrorCode.PAST_WINDOW_IMMUTABLE)
