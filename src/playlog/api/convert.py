@@ -9,7 +9,6 @@ from playlog.domain.model import (
     OverrideRecord,
     ScheduleDay,
     ScheduleSlot,
-    Segment,
 )
 from playlog.domain.rejection import Rejection
 from playlog.v1 import types_pb2 as pb
@@ -33,17 +32,8 @@ def entry_from_pb(msg: pb.ExecutionEntry) -> Entry:
         block_index=msg.block_index,
         start_utc_ms=msg.start_utc_ms,
         end_utc_ms=msg.end_utc_ms,
-        segments=tuple(
-            Segment(
-                segment_id=s.segment_id,
-                segment_type=s.segment_type,
-                asset_uri=s.asset_uri,
-                asset_offset_ms=s.asset_offset_ms,
-                duration_ms=s.duration_ms,
-                title=s.title,
-            )
-            for s in msg.segments
-        ),
+        # The received segments themselves: the rules only read them.
+        segments=tuple(msg.segments),
         programming_day_date=msg.programming_day_date,
         transmission_log_ref=msg.transmission_log_ref,
         wire=msg.SerializeToString(),

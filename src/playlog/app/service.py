@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -158,7 +157,6 @@ class Playlog:
         self.event_encoder = event_encoder
         self.max_event_bytes = max_event_bytes
         self._publish_listeners: list[PublishListener] = []
-        self._commit_order = threading.Lock()
         self._channel_listeners: list[Callable[[Channel], None]] = []
 
     def add_publish_listener(self, listener: PublishListener) -> None:
@@ -180,47 +178,55 @@ class Playlog:
         decide: Callable[[WriteView, int], _P | Rejection],
         apply: Callable[[WriteView, _P, int], _R],
         validate: Callable[[], None] | None = None,
+        after_commit: Callable[[_R], None] | None = None,
     ) -> _R | Rejection:
         """Every write, one shape (DESIGN-NOTES "one skeleton per concern"):
-        check the request, take the store's write transaction, read "now" under
-        it, let the domain decide from the facts, persist the override record
-        first, apply, note the instant acted on, commit. A refusal changes
+        check the request, take the store's write transaction (group-committed
+        with other writes arriving together, each in its own savepoint), read
+        "now" under it, let the domain decide from the facts, persist the
+        override record first, apply, note the instant acted on, commit. A refusal changes
         nothing and is logged with its evidence; a storage failure of a write
         that carries an override record is OVERRIDE_RECORD_PERSIST_FAILED (the
         record and its artifact commit together, so neither exists)."""
-        now = 0
-        carries_record = operator_override
+        deadline = call_deadline.get()
+        state = {"now": 0, "carries_record": operator_override}
+
+        def job(w: WriteView) -> _R:
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(f"{rpc}: the deadline passed before the write could start")
+            # "now" is read under the write lock: the windows it defines hold
+            # for the whole decision and commit.
+            now = state["now"] = self.clock.now_utc_ms()
+            decision = decide(w, now)
+            if isinstance(decision, Rejection):
+                raise _Refused(decision)
+            record = decision.override_record
+            if record is not None:
+                state["carries_record"] = True
+                self._persist_record(w, record)
+            result = apply(w, decision, now)
+            # "Now" never moves backwards, restarts included: the clock's
+            # floor is the latest instant a write acted on.
+            w.note_acted_at(now)
+            return result
+
         try:
             if validate is not None:
                 validate()
-            with self._writing(rpc) as w:
-                # "now" is read under the write lock: the windows it defines
-                # hold for the whole decision and commit.
-                now = self.clock.now_utc_ms()
-                decision = decide(w, now)
-                if isinstance(decision, Rejection):
-                    raise _Refused(decision)
-                record = decision.override_record
-                if record is not None:
-                    carries_record = True
-                    self._persist_record(w, record)
-                result = apply(w, decision, now)
-                # "Now" never moves backwards, restarts included: the clock's
-                # floor is the latest instant a write acted on.
-                w.note_acted_at(now)
+            with metrics.store_commit(rpc):
+                return self.store.run_write(job, after_commit)
         except _Refused as refused:
-            self._log(refused.rejection, rpc, channel_id, operator_override, principal, now)
+            self._log(refused.rejection, rpc, channel_id, operator_override, principal, state["now"])
             return refused.rejection
         except MalformedRequest as exc:
             log_malformed(rpc, channel_id, exc, operator_override, principal)
             raise
         except StoreError as exc:
-            if not carries_record:
+            if not state["carries_record"]:
                 raise
             rejection = _persist_failed(exc)
-            self._log(rejection, rpc, channel_id, operator_override, principal, now)
+            self._log(rejection, rpc, channel_id, operator_override, principal, state["now"])
             return rejection
-        return result
 
     # -- channels -------------------------------------------------------------
 
@@ -354,16 +360,17 @@ class Playlog:
                 w.prune_history(channel_id, self.history_retention_publishes)
             return committed
 
-        # Held from before the write until its listeners have been told, so
-        # subscribers hear of publishes in generation order.
-        with self._commit_order:
-            outcome = self._write(
-                rpc, channel_id, request.operator_override, request.actor, decide, apply, validate
-            )
-            if isinstance(outcome, Rejection):
-                return PublishOutcome(False, rejection=outcome)
+        def tell_listeners(committed: PublishRecord) -> None:
+            # Runs right after the commit, in commit order: subscribers hear of
+            # publishes in generation order.
             for listener in self._publish_listeners:
-                listener(outcome)
+                listener(committed)
+
+        outcome = self._write(
+            rpc, channel_id, request.operator_override, request.actor, decide, apply, validate, tell_listeners
+        )
+        if isinstance(outcome, Rejection):
+            return PublishOutcome(False, rejection=outcome)
         return PublishOutcome(True, outcome.generation_id, outcome.override_record_id)
 
     def _encoded_within_limit(self, committed: PublishRecord) -> PublishRecord:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class ErrorCode(enum.Enum):
@@ -44,6 +45,25 @@ class Channel:
     current_generation_id: int = 0
 
 
+class SegmentLike(Protocol):
+    """What the rules read of a segment: a Segment, or any object with these
+    fields (an entry that came over the wire keeps its segments as received,
+    instead of copying each one for checks that only read them)."""
+
+    @property
+    def segment_id(self) -> str: ...
+    @property
+    def segment_type(self) -> str: ...
+    @property
+    def asset_uri(self) -> str: ...
+    @property
+    def asset_offset_ms(self) -> int: ...
+    @property
+    def duration_ms(self) -> int: ...
+    @property
+    def title(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     segment_id: str
@@ -63,7 +83,7 @@ class Entry:
     block_index: int
     start_utc_ms: int
     end_utc_ms: int
-    segments: tuple[Segment, ...]
+    segments: tuple[SegmentLike, ...]
     programming_day_date: str
     transmission_log_ref: str = ""
     is_operator_override: bool = False

@@ -19,6 +19,7 @@ from playlog.domain.model import (
     ErrorCode,
     OverrideLayer,
     OverrideRecord,
+    Segment,
     SupersededEntry,
     WindowStatus,
 )
@@ -159,7 +160,15 @@ def cut_entry(entry: Entry, at_utc_ms: int, generation_id: int, override_record_
             break
         end = start + segment.duration_ms
         kept.append(
-            segment if end <= at_utc_ms else dataclasses.replace(segment, duration_ms=at_utc_ms - start)
+            Segment(
+                segment.segment_id,
+                segment.segment_type,
+                segment.asset_uri,
+                segment.asset_offset_ms,
+                # The segment spanning the cut ends there.
+                min(end, at_utc_ms) - start,
+                segment.title,
+            )
         )
         start = end
     return dataclasses.replace(

@@ -12,10 +12,12 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from playlog.domain.model import Channel, Entry, OverrideRecord, PublishRecord, ScheduleDay
 from playlog.domain.publish import PublishPlan
+
+_T = TypeVar("_T")
 
 
 class StoreError(Exception):
@@ -127,6 +129,14 @@ class Store(Protocol):
 
     def read(self) -> AbstractContextManager[ReadView]: ...
     def write(self) -> AbstractContextManager[WriteView]: ...
+    def run_write(
+        self, fn: Callable[[WriteView], _T], after_commit: Callable[[_T], None] | None = None
+    ) -> _T:
+        """fn(view) in a write transaction, group-committed with writes that
+        arrive together (each in its own savepoint: refused or accepted on its
+        own); after_commit(result) runs after the commit, in commit order."""
+        ...
+
     def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
         """Calls callback(channel_id, generation_id) for publishes committed by
         other processes sharing this store (a doorbell: read the history)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from playlog import wire
 from playlog.domain.model import (
@@ -24,6 +25,7 @@ from playlog.domain.model import (
     SupersededEntry,
 )
 from playlog.domain.publish import PublishPlan
+from playlog.events import emit
 from playlog.store import integrity
 from playlog.store.base import (
     FaultInjector,
@@ -45,6 +47,8 @@ _INSERT_ENTRY = (
     "programming_day_date, transmission_log_ref, is_operator_override, generation_id, override_record_id, "
     "payload) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)"
 )
+_T = TypeVar("_T")
+log = logging.getLogger("playlog.store")
 _CURRENT = "channel_id = :c AND superseded_by_generation IS NULL"
 _DAY_COLUMNS = (
     "id, channel_id, programming_day_date, plan_id, is_manual_override, supersedes_id, "
@@ -585,14 +589,38 @@ class SqlView:
         return int(row[0]) if row else 0
 
 
+class _WriteJob:
+    """One caller's write in a group commit: run by whichever caller leads
+    the batch, its outcome handed back to the caller that submitted it."""
+
+    __slots__ = ("after_commit", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Any], Any], after_commit: Callable[[Any], None] | None) -> None:
+        self.fn = fn
+        self.after_commit = after_commit
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class SqlStore:
     """Connection handling shared by both stores: one writer connection whose
     write transactions are serialized by a lock, and a pool of reader
-    connections each read runs a transaction on (one consistent snapshot)."""
+    connections each read runs a transaction on (one consistent snapshot).
+
+    Writes submitted together are group-committed (`run_write`): the caller
+    that finds the writer free leads a batch of every write waiting, runs each
+    in its own savepoint of one transaction (so each is refused or accepted on
+    its own, in the order they arrived), commits once (one fsync) and only
+    then hands each caller its outcome. Callers arriving during that commit
+    form the next batch.
+    """
 
     view_class: type[SqlView] = SqlView
     begin_read = "BEGIN"
     begin_write = "BEGIN"
+    # Most writes one transaction carries.
+    max_batch = 64
 
     def __init__(self, writer: Any, readers: list[Any]) -> None:
         self.faults = FaultInjector()
@@ -603,6 +631,11 @@ class SqlStore:
         self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for conn in readers:
             self._readers.put(conn)
+        self._batching = threading.Condition()
+        self._waiting: list[_WriteJob] = []
+        self._leading = False
+        # Tests: called with each batch's size before it commits.
+        self.before_batch_commit: Callable[[int], None] | None = None
 
     def _started_write(self, conn: Any) -> None:
         """Runs first in every write transaction."""
@@ -632,6 +665,7 @@ class SqlStore:
 
     @contextmanager
     def write(self) -> Iterator[SqlView]:
+        """One write transaction of its own (no group commit)."""
         with self._write_lock:
             if self._closed.is_set():
                 raise StoreError("the store is closed")
@@ -648,6 +682,70 @@ class SqlStore:
                 if translated is exc:
                     raise
                 raise translated from exc
+
+    def run_write(self, fn: Callable[[Any], _T], after_commit: Callable[[_T], None] | None = None) -> _T:
+        """Runs fn(view) in a write transaction, group-committed with the
+        writes of other threads waiting at the same time; after_commit(result)
+        runs after the commit, in commit order, before any caller returns."""
+        job = _WriteJob(fn, after_commit)
+        with self._batching:
+            self._waiting.append(job)
+            self._batching.notify_all()  # (tests wait for writers to queue)
+            while not job.done and self._leading:
+                self._batching.wait()
+            if job.done:
+                return self._outcome(job)  # type: ignore[no-any-return]
+            self._leading = True
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._batching:
+                self._leading = False
+                self._batching.notify_all()
+        return self._outcome(job)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _outcome(job: _WriteJob) -> Any:
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _commit_batch(self, batch: list[_WriteJob]) -> None:
+        try:
+            with self.write() as view:
+                conn = self._writer
+                for i, job in enumerate(batch):
+                    conn.execute(f"SAVEPOINT w{i}")
+                    try:
+                        job.result = job.fn(view)
+                    except BaseException as exc:
+                        # This write alone is undone; the others go on.
+                        conn.execute(f"ROLLBACK TO w{i}")
+                        translated = self._store_error(exc)
+                        job.error = translated
+                        if translated is not exc:
+                            translated.__cause__ = exc
+                    conn.execute(f"RELEASE w{i}")
+                if self.before_batch_commit is not None:
+                    self.before_batch_commit(len(batch))
+        except BaseException as exc:
+            # The commit failed: nothing of the batch exists.
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+                job.done = True
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for job in batch:
+            if job.error is None and job.after_commit is not None:
+                try:
+                    job.after_commit(job.result)
+                except Exception as exc:  # a listener's failure is not the write's
+                    emit(log, logging.ERROR, "after_commit_failed", exc_info=exc, error=repr(exc))
+            job.done = True
 
     def _close_connections(self, before_writer_closes: Callable[[Any], None] | None = None) -> bool:
         """Closes every connection once; False if the store was closed already."""
