@@ -273,3 +273,20 @@ async def test_a_large_snapshot_comes_in_parts_and_only_the_last_is_complete(cha
     blocks = [e.block_id for p in parts for e in p.entries]
     assert len(blocks) == 1200 and blocks[0] == "big0-0" and blocks[-1] == "big24-47"
     f.cancel()
+
+
+async def test_a_progress_event_is_built_once_per_channel_and_tick_not_per_subscriber(
+    channel: Running,
+) -> None:
+    followers = [follow(channel, interval_ms=HOUR) for _ in range(20)]
+    for f in followers:
+        await f.until(lambda f=f: f.snapshots())
+    builds = channel.server.watch.progress_builds
+    channel.clock.advance_ms(MINUTE)
+    for f in followers:
+        await f.until(lambda f=f: any(p.now_utc_ms == T0 + MINUTE for p in f.progress()))
+    assert channel.server.watch.progress_builds == builds + 1
+    sent = {f.progress()[-1].SerializeToString() for f in followers}
+    assert len(sent) == 1  # the same bytes to every subscriber
+    for f in followers:
+        f.cancel()

@@ -48,6 +48,11 @@ class Principal:
 
 LOCAL_PRINCIPAL = Principal("local", frozenset({Role.OPERATOR}))
 
+# Set by the interceptor for a long stream: re-authenticates its caller after
+# an auth file reload (raises if the caller may no longer make the call).
+stream_guard: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "stream_guard", default=None
+)
 current_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar(
     "current_principal", default=LOCAL_PRINCIPAL
 )

@@ -20,6 +20,7 @@ after authentication.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +41,7 @@ from playlog.auth import (
     current_principal,
     hash_token,
     required_role,
+    stream_guard,
 )
 from playlog.domain.rejection import MalformedRequest
 from playlog.events import emit, log_malformed, log_unreadable_request
@@ -112,8 +114,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=_accepting_bytes(handler.response_serializer),
             )
         if handler.unary_stream is not None:
+            behavior = handler.unary_stream
+            # A stream written with context.write (WatchWindow) is a coroutine:
+            # wrapped once, with no generator per event.
+            wrapper = (
+                self._wrap_unary(method, behavior, guarded_stream=True)
+                if inspect.iscoroutinefunction(behavior)
+                else self._wrap_unary_stream(method, cast(StreamBehavior, behavior))
+            )
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_unary_stream(method, cast(StreamBehavior, handler.unary_stream)),
+                wrapper,
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=_accepting_bytes(handler.response_serializer),
             )
@@ -276,16 +286,38 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             current_principal.set(self.authenticate(method, request, context))
         return seen
 
+    def _guard(self, method: str, request: object, context: Context) -> Callable[[], None] | None:
+        """For a stream the servicer writes itself: call before each event to
+        re-authenticate the caller after an auth file reload (Refusal if it may
+        no longer make the call)."""
+        credentials = self._credentials
+        if credentials is None:
+            return None
+        seen = credentials.version
+
+        def guard() -> None:
+            nonlocal seen
+            seen = self._recheck(method, request, context, seen)
+
+        return guard
+
     # -- wrappers -------------------------------------------------------------------
 
     def _wrap_unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]], *, streaming_request: bool = False
+        self,
+        method: str,
+        behavior: Callable[..., Awaitable[Any]],
+        *,
+        streaming_request: bool = False,
+        guarded_stream: bool = False,
     ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: object, context: Context) -> Any:
             started = time.perf_counter()
             status = "OK"
             try:
                 self._admit(method, None if streaming_request else request, context)
+                if guarded_stream:
+                    stream_guard.set(self._guard(method, request, context))
                 return await behavior(request, context)
             except Refusal as refusal:
                 status = refusal.code.name

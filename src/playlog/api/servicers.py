@@ -11,7 +11,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -200,14 +200,13 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             return ew_pb.GetEntryAtResponse(found=False)
         return wire.entry_found(entry.payload)
 
-    def WatchWindow(  # type: ignore[override]  # may yield pre-serialized events
+    async def WatchWindow(  # type: ignore[override]  # writes its events with context.write
         self, request: ew_pb.WatchWindowRequest, context: Context
-    ) -> AsyncIterator[pb.WindowEvent | bytes]:
-        # The hub's stream itself: no extra generator per event on the hot path.
-        return self._watch(request, context)
+    ) -> None:
+        await self._watch(request, context)
 
 
-WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], AsyncIterator[pb.WindowEvent | bytes]]
+WatchHandler = Callable[[ew_pb.WatchWindowRequest, Context], Awaitable[None]]
 
 
 def _check_read_range(channel_id: str, start: int, end: int) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ import grpc
 from playlog import metrics, wire
 from playlog.api import Context
 from playlog.app.service import Playlog, UnknownChannel
+from playlog.auth import stream_guard
 from playlog.clock import Clock
 from playlog.domain.model import Channel, PublishRecord
 from playlog.domain.rejection import FieldViolation
@@ -57,8 +58,9 @@ class Subscriber:
     # Another replica committed a publish: catch up from the store.
     poll: bool = False
     closed: bool = False
-    # The clock moved or the lock depth changed: send a progress event now.
+    # A tick, a clock move or a change of lock depth: send a progress event.
     progress_due: bool = False
+    interval: float = 0.0
 
     def offer(self, record: PublishRecord, event: bytes) -> None:
         if self.needs_reset:
@@ -99,6 +101,11 @@ class WatchHub:
         self._lock_depth: dict[str, int] = {}
         # The latest generation handed to subscribers, per channel.
         self._delivered: dict[str, int] = {}
+        # Subscribers by progress interval, each group woken by one ticker.
+        self._tick_groups: dict[float, set[Subscriber]] = {}
+        # Per channel, the last progress event built: (now, depth, generation), bytes.
+        self._progress_cache: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+        self.progress_builds = 0
         playlog.add_publish_listener(self._on_commit)
         playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
@@ -186,6 +193,10 @@ class WatchHub:
             if not subs:
                 del self._subscribers[sub.channel_id]
                 self._lock_depth.pop(sub.channel_id, None)
+                self._progress_cache.pop(sub.channel_id, None)
+        group = self._tick_groups.get(sub.interval)
+        if group is not None:
+            group.discard(sub)
         self._subscribers_changed()
 
     def subscriber_count(self, channel_id: str | None = None) -> int:
@@ -224,9 +235,10 @@ class WatchHub:
 
     # -- one stream ------------------------------------------------------------------
 
-    async def watch(
-        self, request: ew_pb.WatchWindowRequest, context: Context
-    ) -> AsyncIterator[pb.WindowEvent | bytes]:
+    async def watch(self, request: ew_pb.WatchWindowRequest, context: Context) -> None:
+        """One WatchWindow stream: a coroutine writing its events with
+        context.write (no async generator or task per event), woken by the
+        hub when there is something to send."""
         if self._closing:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; reconnect")
         channel_id = request.channel_id
@@ -238,6 +250,9 @@ class WatchHub:
                 "(max_concurrent_streams); retry later with backoff",
             )
         interval = (request.progress_interval_ms or self.progress_interval_ms) / 1000
+        # Re-checks the caller whenever the auth file was reloaded.
+        guard = stream_guard.get()
+        write = context.write
         sub = self.subscribe(channel_id)  # before reading: nothing committed after is missed
         try:
             channel = await self._run(self.playlog.get_channel, channel_id)
@@ -255,20 +270,15 @@ class WatchHub:
             if last == 0:
                 events, last = await self._snapshot(sub, reset)
                 for event in events:
-                    yield event
+                    await write(event)
             else:
-                async for event, generation in self._catch_up(sub, last):
-                    yield event
-                    last = generation
-            loop = asyncio.get_running_loop()
-            next_progress = loop.time() + interval
+                last = await self._catch_up(sub, last, write)
+            self._join_ticker(sub, interval)
             while True:
-                timeout = max(0.0, next_progress - loop.time())
-                try:
-                    await asyncio.wait_for(sub.wakeup.wait(), timeout)
-                except TimeoutError:
-                    pass
+                await sub.wakeup.wait()
                 sub.wakeup.clear()
+                if guard is not None:
+                    guard()
                 if sub.closed:
                     await context.abort(
                         grpc.StatusCode.UNAVAILABLE,
@@ -286,42 +296,67 @@ class WatchHub:
                     )
                     events, last = await self._snapshot(sub, True)
                     for event in events:
-                        yield event
+                        await write(event)
                     continue
                 if sub.poll:
                     sub.poll = False
-                    async for replayed, generation in self._catch_up(sub, last):
-                        yield replayed
-                        last = generation
-                while sub.pending and not sub.needs_reset and not sub.closed:
-                    record, serialized = sub.pending.popleft()
+                    last = await self._catch_up(sub, last, write)
+                pending = sub.pending
+                while pending and not sub.needs_reset and not sub.closed:
+                    record, serialized = pending.popleft()
                     if record.generation_id <= last:
                         continue  # already covered by a snapshot or a catch-up
                     if record.previous_generation_id != last:
                         # A hole in the chain: fill it from the durable history.
-                        async for replayed, generation in self._catch_up(sub, last):
-                            yield replayed
-                            last = generation
+                        last = await self._catch_up(sub, last, write)
                         continue
-                    yield serialized
+                    await write(serialized)
                     last = record.generation_id
-                if sub.progress_due or loop.time() >= next_progress:
+                if sub.progress_due:
                     sub.progress_due = False
-                    yield self._progress(channel_id, self._lock_depth[channel_id], last)
-                    next_progress = loop.time() + interval
+                    await write(self._progress(channel_id, last))
         finally:
             self.unsubscribe(sub)
 
-    def _progress(self, channel_id: str, locked_window_ms: int, generation: int) -> pb.WindowEvent:
+    # -- progress: one ticker per interval, one event per channel and tick ----
+
+    def _join_ticker(self, sub: Subscriber, interval: float) -> None:
+        sub.interval = interval
+        group = self._tick_groups.get(interval)
+        if group is None:
+            group = self._tick_groups[interval] = set()
+            asyncio.get_running_loop().call_later(interval, self._tick, interval)
+        group.add(sub)
+
+    def _tick(self, interval: float) -> None:
+        group = self._tick_groups.get(interval)
+        if not group:
+            self._tick_groups.pop(interval, None)  # nobody left: the ticker stops
+            return
+        for sub in group:
+            sub.progress_due = True
+            sub.wakeup.set()
+        asyncio.get_running_loop().call_later(interval, self._tick, interval)
+
+    def _progress(self, channel_id: str, generation: int) -> bytes:
+        """The progress event, built once per channel and instant for every
+        subscriber that is sent it."""
         now = self.clock.now_utc_ms()
-        return pb.WindowEvent(
+        key = (now, self._lock_depth[channel_id], generation)
+        cached = self._progress_cache.get(channel_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self.progress_builds += 1
+        event = pb.WindowEvent(
             progress=pb.ProgressEvent(
                 channel_id=channel_id,
                 now_utc_ms=now,
-                locked_until_utc_ms=locked_until(now, locked_window_ms),
+                locked_until_utc_ms=locked_until(now, key[1]),
                 channel_generation_id=generation,
             )
-        )
+        ).SerializeToString()
+        self._progress_cache[channel_id] = (key, event)
+        return event
 
     async def _snapshot(self, sub: Subscriber, reset: bool) -> tuple[list[bytes], int]:
         """The state from now on, as snapshot events, and its generation."""
@@ -341,22 +376,23 @@ class WatchHub:
         )
         return events, generation
 
-    async def _catch_up(self, sub: Subscriber, last: int) -> AsyncIterator[tuple[bytes, int]]:
+    async def _catch_up(self, sub: Subscriber, last: int, write: Callable[[Any], Awaitable[None]]) -> int:
         """Replays committed publishes after `last` from the durable history,
-        or a reset snapshot when that history is no longer kept."""
+        or a reset snapshot when that history is no longer kept; the
+        generation the subscriber is at afterwards."""
         while True:
             floor, records = await self._run(self.playlog.publishes_after, sub.channel_id, last, REPLAY_BATCH)
             if last < floor:
                 metrics.WATCH_RESETS.labels("history_gone").inc()
                 events, generation = await self._snapshot(sub, True)
                 for event in events:
-                    yield event, generation
-                return
+                    await write(event)
+                return generation
             for record in records:
+                await write(wire.replaced_event(record))
                 last = record.generation_id
-                yield wire.replaced_event(record), last
             if len(records) < REPLAY_BATCH:
-                return
+                return last
 
 
 def _validate(request: ew_pb.WatchWindowRequest) -> None:

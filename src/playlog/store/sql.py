@@ -452,13 +452,16 @@ class SqlView:
     def apply_publish(self, plan: PublishPlan) -> PublishRecord:
         c = plan.channel_id
         if plan.superseded:
+            # The superseded entries are the current ones overlapping the range:
+            # one run by start (entries never overlap), found by the index.
             self._q(
                 "UPDATE entries SET superseded_by_generation = :g "
-                f"WHERE {_CURRENT} AND block_id {self._in_list('ids')}",
+                f"WHERE {_CURRENT} AND start_utc_ms >= :first AND start_utc_ms <= :last",
                 {
                     "c": c,
                     "g": plan.generation_id,
-                    "ids": self._list(e.block_id for e in plan.superseded),
+                    "first": plan.superseded[0].start_utc_ms,
+                    "last": plan.superseded[-1].start_utc_ms,
                 },
             )
         self._faults.check(FaultStep.ENTRIES)
