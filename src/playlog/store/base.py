@@ -126,6 +126,9 @@ class WriteView(ReadView, Protocol):
 
 class Store(Protocol):
     faults: FaultInjector
+    # Whether a small read may run on the caller's event loop (a local file,
+    # no network round trip).
+    inline_reads: bool
 
     def read(self) -> AbstractContextManager[ReadView]: ...
     def write(self) -> AbstractContextManager[WriteView]: ...

@@ -78,6 +78,7 @@ def _connect(url: str) -> psycopg.Connection[Any]:
 
 class PostgresStore(SqlStore):
     view_class = PostgresView
+    inline_reads = False
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
     def __init__(self, url: str, read_connections: int = 4) -> None:

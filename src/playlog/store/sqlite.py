@@ -73,6 +73,7 @@ class SqliteStore(SqlStore):
     """
 
     view_class = SqliteView
+    inline_reads = True
     # IMMEDIATE takes SQLite's write lock at BEGIN: the facts a write reads
     # cannot change before it commits.
     begin_write = "BEGIN IMMEDIATE"
