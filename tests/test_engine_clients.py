@@ -497,19 +497,27 @@ def test_clients_follow_every_publish_across_restarts(
     server.set_time(now)
     for c in clients.values():
         c.wait_for(lambda line: line.text == f"ONAIR now=ov0 next=a3 at={now}", "ov0 on air after the kill")
-    g7 = server.published(T0 + 9 * HOUR, T0 + 10 * HOUR, [entry("f0", T0 + 9 * HOUR, T0 + 10 * HOUR)])
-    g8 = server.published(T0 + 10 * HOUR, T0 + 11 * HOUR, [entry("f1", T0 + 10 * HOUR, T0 + 11 * HOUR)])
+    # A cut of the entry on air (SPEC section 2): ov0 keeps its aired part and
+    # ends at T0 + 80 min, where cut0 takes over; the engines apply it as a
+    # replace of [T0 + 80 min, T0 + 90 min) whose entries begin with ov0's part.
+    cut0 = [entry("cut0", T0 + 80 * MINUTE, T0 + 90 * MINUTE)]
+    g7 = server.published(T0 + 80 * MINUTE, T0 + 90 * MINUTE, cut0, override=True, reason="cut")
+    for c in clients.values():
+        c.wait_for(lambda line: line.text == f"ONAIR now=ov0 next=cut0 at={now}", "the cut applied")
+    g8 = server.published(T0 + 9 * HOUR, T0 + 10 * HOUR, [entry("f0", T0 + 9 * HOUR, T0 + 10 * HOUR)])
     assert (g7, g8) == (7, 8)
 
     expected_window = server.window_block_ids(now, T0 + 48 * HOUR)
-    assert expected_window == "ov0 a3 a4 a5 b0 b1 b2 b3 e0 a10 a11 c0 c1 c2 c3 d0 d1 f0 f1".split()
+    assert expected_window == "ov0 cut0 a3 a4 a5 b0 b1 b2 b3 e0 a10 a11 c0 c1 c2 c3 d0 d1 f0".split()
     for name, c in clients.items():
         # --exit-after-generation 8: the client prints its window and exits 0.
         c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
         assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
         replaced = check_chain(c, 1, [2, 3, 4, 5, 6, 7, 8])
-        assert [r.fields["override"] for r in replaced] == ["0", "0", "1", "0", "0", "0", "0"], name
+        assert [r.fields["override"] for r in replaced] == ["0", "0", "1", "0", "0", "1", "0"], name
         assert replaced[2].fields["range"] == f"[{T0 + HOUR},{T0 + 90 * MINUTE})", c.dump()
+        assert replaced[5].fields["range"] == f"[{T0 + 80 * MINUTE},{T0 + 90 * MINUTE})", c.dump()
+        assert replaced[5].fields["entries"] == "2", c.dump()  # ov0's kept part, then cut0
         window = c.wait_for(lambda line: line.kind == "WINDOW", "the window")
         assert window.fields == {
             "generation": "8",
