@@ -127,18 +127,8 @@ def decide_force_regenerate(
                 )
             ]
         )
-    record = OverrideRecord(
-        id=record_id,
-        layer=OverrideLayer.SCHEDULE_DAY,
-        channel_id=day.channel_id,
-        target=f"schedule_day {day.programming_day_date} (regenerated from plan {day.plan_id})",
-        reason_code=reason_code,
-        actor=actor,
-        actor_note=actor_note,
-        created_utc_ms=now,
-        superseded_schedule_day_id=current.id,
-        programming_day_date=day.programming_day_date,
-    )
+    target = f"schedule_day {day.programming_day_date} (regenerated from plan {day.plan_id})"
+    record = _day_record(day, current, target, record_id, now, reason_code, actor, actor_note)
     return DayPlan(_materialize(day, new_id, now, current.id, False, record_id), current, record)
 
 
@@ -164,19 +154,34 @@ def decide_operator_override(
             f"{day.programming_day_date} (that is {current.id}); leave it empty or name the current day",
             _evidence(day),
         )
-    record = OverrideRecord(
+    target = f"schedule_day {day.programming_day_date}"
+    record = _day_record(day, current, target, record_id, now, reason_code, actor, actor_note)
+    return DayPlan(_materialize(day, new_id, now, current.id, True, record_id), current, record)
+
+
+def _day_record(
+    day: ScheduleDay,
+    superseded: ScheduleDay,
+    target: str,
+    record_id: str,
+    now: int,
+    reason_code: str,
+    actor: str,
+    actor_note: str,
+) -> OverrideRecord:
+    """The record a ScheduleDay override writes first, naming the day it supersedes."""
+    return OverrideRecord(
         id=record_id,
         layer=OverrideLayer.SCHEDULE_DAY,
         channel_id=day.channel_id,
-        target=f"schedule_day {day.programming_day_date}",
+        target=target,
         reason_code=reason_code,
         actor=actor,
         actor_note=actor_note,
         created_utc_ms=now,
-        superseded_schedule_day_id=current.id,
+        superseded_schedule_day_id=superseded.id,
         programming_day_date=day.programming_day_date,
     )
-    return DayPlan(_materialize(day, new_id, now, current.id, True, record_id), current, record)
 
 
 def update_refused(day: ScheduleDay) -> Rejection:
