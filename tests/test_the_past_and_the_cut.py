@@ -12,7 +12,7 @@ from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, MINUTE, T0, blocks, entry
-from tests.conftest import Running
+from tests.conftest import Running, ViolationCapture
 from tests.followers import follow
 
 CH = "ch1"
@@ -240,4 +240,67 @@ async def test_once_aired_a_cut_part_is_past_like_any_other(on_air: Running) -> 
         )
     )
     assert not replaced.ok and replaced.error_code == PAST, replaced
+    assert await window(on_air) == before
+
+
+# -- dry runs (AIP-163 validate_only) --------------------------------------------------------
+
+
+async def test_a_dry_run_of_a_cut_says_what_it_would_do_and_changes_nothing(
+    on_air: Running, violations: ViolationCapture
+) -> None:
+    before = await window(on_air)
+    watcher = follow(on_air)
+    await watcher.until(lambda: watcher.snapshots())
+    cut_at = AIR + 40 * MINUTE
+    request = override(cut_at, AIR + HOUR, [entry("news", cut_at, AIR + HOUR)])
+    request.validate_only = True
+    result = await on_air.stubs.window.PublishAtomicReplace(request)
+    assert result.ok and result.validate_only and result.published_generation_id == 2, result
+    assert not result.override_record_id  # no record was written
+    assert [(s.block_id, s.generation_id, s.start_utc_ms, s.end_utc_ms) for s in result.would_supersede] == [
+        ("b0", 1, AIR, AIR + HOUR)
+    ]
+    assert [(e.block_id, e.start_utc_ms, e.end_utc_ms, e.generation_id) for e in result.would_write] == [
+        ("b0", AIR, cut_at, 2),
+        ("news", cut_at, AIR + HOUR, 2),
+    ]
+    assert await window(on_air) == before
+    assert await records(on_air) == []
+    assert violations.events == []
+    # Nothing was published: the next real write gets generation 2, the first
+    # event the watcher sees.
+    real = await on_air.stubs.window.PublishAtomicReplace(
+        override(cut_at, AIR + HOUR, [entry("news", cut_at, AIR + HOUR)])
+    )
+    assert real.ok and real.published_generation_id == 2 and not real.validate_only
+    await watcher.until(lambda: watcher.replaced())
+    assert [e.generation_id for e in watcher.replaced()] == [2]
+    watcher.cancel()
+
+
+async def test_a_dry_run_that_would_be_refused_is_refused_and_logs_nothing(
+    on_air: Running, violations: ViolationCapture
+) -> None:
+    request = override(AIR + 40 * MINUTE, AIR + HOUR, [entry("news", AIR + 40 * MINUTE, AIR + HOUR)])
+    request.operator_override = False
+    request.validate_only = True
+    result = await on_air.stubs.window.PublishAtomicReplace(request)
+    assert not result.ok and result.error_code == pb.ERROR_CODE_LOCKED_WINDOW_VIOLATION, result
+    assert violations.events == []
+
+
+async def test_a_dry_run_of_replace_entry_names_the_entry_it_would_replace(on_air: Running) -> None:
+    before = await window(on_air)
+    result = await on_air.stubs.window.ReplaceEntry(
+        ew.ReplaceEntryRequest(
+            channel_id=CH,
+            block_id="b3",
+            entry=entry("b3", AIR + 3 * HOUR, AIR + 4 * HOUR, title="revised"),
+            validate_only=True,
+        )
+    )
+    assert result.ok and result.validate_only, result
+    assert [s.block_id for s in result.would_supersede] == ["b3"]
+    assert [seg.title for seg in result.would_write[0].segments] == ["revised", "revised"]
     assert await window(on_air) == before

@@ -95,6 +95,24 @@ def _principal() -> str:
 
 
 def _publish_result(outcome: PublishOutcome, rpc: str, override: bool) -> pb.PublishResult:
+    if outcome.dry_run is not None:
+        # What the write would do; nothing was written, nothing is counted.
+        plan = outcome.dry_run.plan
+        return pb.PublishResult(
+            ok=True,
+            published_generation_id=plan.generation_id,
+            validate_only=True,
+            would_supersede=[
+                pb.SupersededEntry(
+                    block_id=e.block_id,
+                    generation_id=e.generation_id,
+                    start_utc_ms=e.start_utc_ms,
+                    end_utc_ms=e.end_utc_ms,
+                )
+                for e in plan.superseded
+            ],
+            would_write=[pb.ExecutionEntry.FromString(p) for p in outcome.dry_run.record.payloads],
+        )
     if outcome.rejection is not None:
         metrics.REJECTIONS.labels(rpc, outcome.rejection.code.value).inc()
     else:
@@ -165,7 +183,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             actor=_principal(),
             actor_note=request.actor,
         )
-        outcome = await self.run(self.playlog.publish, domain_request)
+        outcome = await self.run(self.playlog.publish, domain_request, request.validate_only)
         return _publish_result(outcome, "PublishAtomicReplace", request.operator_override)
 
     async def ReplaceEntry(self, request: ew_pb.ReplaceEntryRequest, context: Context) -> pb.PublishResult:
@@ -180,7 +198,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             actor=_principal(),
             actor_note=request.actor,
         )
-        outcome = await self.run(self.playlog.replace_entry, domain_request)
+        outcome = await self.run(self.playlog.replace_entry, domain_request, request.validate_only)
         return _publish_result(outcome, "ReplaceEntry", request.operator_override)
 
     async def ReadWindowSnapshot(  # type: ignore[override]  # answers stored bytes

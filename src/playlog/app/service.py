@@ -78,6 +78,23 @@ class PublishOutcome:
     generation_id: int = 0
     override_record_id: str = ""
     rejection: Rejection | None = None
+    # Set for a dry run (validate_only): what the write would have done.
+    dry_run: DryRun | None = None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A write that passed every check and was rolled back (AIP-163)."""
+
+    plan: PublishPlan
+    record: PublishRecord  # its entries' wire forms as they would be stored
+
+
+class _DryRunDone(Exception):
+    """Unwinds (and so rolls back) a dry run that passed every check."""
+
+    def __init__(self, dry_run: DryRun) -> None:
+        self.dry_run = dry_run
 
 
 @dataclass(frozen=True)
@@ -179,6 +196,7 @@ class Playlog:
         apply: Callable[[WriteView, _P, int], _R],
         validate: Callable[[], None] | None = None,
         after_commit: Callable[[_R], None] | None = None,
+        dry_run: bool = False,
     ) -> _R | Rejection:
         """Every write, one shape (DESIGN-NOTES "one skeleton per concern"):
         check the request, take the store's write transaction (group-committed
@@ -216,10 +234,12 @@ class Playlog:
             with metrics.store_commit(rpc):
                 return self.store.run_write(job, after_commit)
         except _Refused as refused:
-            self._log(refused.rejection, rpc, channel_id, operator_override, principal, state["now"])
+            if not dry_run:  # a dry run attempts no change: nothing to log
+                self._log(refused.rejection, rpc, channel_id, operator_override, principal, state["now"])
             return refused.rejection
         except MalformedRequest as exc:
-            log_malformed(rpc, channel_id, exc, operator_override, principal)
+            if not dry_run:
+                log_malformed(rpc, channel_id, exc, operator_override, principal)
             raise
         except StoreError as exc:
             if not state["carries_record"]:
@@ -285,7 +305,7 @@ class Playlog:
 
     # -- execution window writes -------------------------------------------------
 
-    def publish(self, request: PublishRequest) -> PublishOutcome:
+    def publish(self, request: PublishRequest, validate_only: bool = False) -> PublishOutcome:
         def validate() -> None:
             validation.validate_publish(
                 request.channel_id,
@@ -321,9 +341,11 @@ class Playlog:
             )
             return decide_publish(request, facts, now, new_id())
 
-        return self._write_publish("PublishAtomicReplace", request.channel_id, request, decide, validate)
+        return self._write_publish(
+            "PublishAtomicReplace", request.channel_id, request, decide, validate, validate_only
+        )
 
-    def replace_entry(self, request: ReplaceEntryRequest) -> PublishOutcome:
+    def replace_entry(self, request: ReplaceEntryRequest, validate_only: bool = False) -> PublishOutcome:
         def validate() -> None:
             validation.validate_replace_entry(
                 request.channel_id,
@@ -342,7 +364,9 @@ class Playlog:
             )
             return decide_replace_entry(request, facts, now, new_id())
 
-        return self._write_publish("ReplaceEntry", request.channel_id, request, decide, validate)
+        return self._write_publish(
+            "ReplaceEntry", request.channel_id, request, decide, validate, validate_only
+        )
 
     def _write_publish(
         self,
@@ -351,11 +375,15 @@ class Playlog:
         request: PublishRequest | ReplaceEntryRequest,
         decide: Callable[[WriteView, int], PublishPlan | Rejection],
         validate: Callable[[], None],
+        validate_only: bool = False,
     ) -> PublishOutcome:
         def apply(w: WriteView, plan: PublishPlan, now: int) -> PublishRecord:
             committed = w.apply_publish(plan)
             if self.event_encoder is not None:
                 committed = self._encoded_within_limit(committed)
+            if validate_only:
+                # Every check has run, the store's included: undo it all.
+                raise _DryRunDone(DryRun(plan, committed))
             if self.history_retention_publishes:
                 w.prune_history(channel_id, self.history_retention_publishes)
             return committed
@@ -366,9 +394,21 @@ class Playlog:
             for listener in self._publish_listeners:
                 listener(committed)
 
-        outcome = self._write(
-            rpc, channel_id, request.operator_override, request.actor, decide, apply, validate, tell_listeners
-        )
+        try:
+            outcome = self._write(
+                rpc,
+                channel_id,
+                request.operator_override,
+                request.actor,
+                decide,
+                apply,
+                validate,
+                tell_listeners,
+                dry_run=validate_only,
+            )
+        except _DryRunDone as done:
+            plan = done.dry_run.plan
+            return PublishOutcome(True, plan.generation_id, dry_run=done.dry_run)
         if isinstance(outcome, Rejection):
             return PublishOutcome(False, rejection=outcome)
         return PublishOutcome(True, outcome.generation_id, outcome.override_record_id)
