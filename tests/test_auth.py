@@ -33,7 +33,7 @@ from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, MINUTE, T0, date_of, day_of_entries, entry, schedule_day
-from tests.conftest import Running, Stubs, ViolationCapture, start_server
+from tests.conftest import Running, Stubs, ViolationCapture, make_stubs, start_server
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -759,7 +759,10 @@ def test_a_bad_auth_file_is_refused_at_start(tmp_path: Path, text: str, says: st
 # -- what needs no token, what has no entry ---------------------------------------------
 
 
-async def test_health_probes_need_no_credentials_but_reflection_does(authed: Authed) -> None:
+async def test_health_probes_and_reflection_need_no_credentials(authed: Authed) -> None:
+    """Reflection is open like health (it reveals only the public contract), so
+    grpcurl's health check works with auth on; the services themselves still
+    need a token."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -778,12 +781,14 @@ async def test_health_probes_need_no_credentials_but_reflection_does(authed: Aut
                 return response
             return None
 
+        for md in ((), authed.md(READER)):
+            listed = await one(md)
+            names = {s.name for s in listed.list_services_response.service}
+            assert {"playlog.v1.ExecutionWindowService", "grpc.health.v1.Health"} <= names
+
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await one(())
+            await make_stubs(channel).channel.ListChannels(ch.ListChannelsRequest())
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        listed = await one(authed.md(READER))
-        names = {s.name for s in listed.list_services_response.service}
-        assert "playlog.v1.ExecutionWindowService" in names
     finally:
         await channel.close()
 
@@ -792,6 +797,7 @@ def test_a_method_missing_from_the_role_table_is_refused() -> None:
     with pytest.raises(KeyError):
         auth.required_role("/playlog.v1.ChannelService/DeleteChannel", None)
     assert auth.required_role("/grpc.health.v1.Health/Check", None) is None
+    assert auth.required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None) is None
 
 
 def test_roles_are_cumulative() -> None:

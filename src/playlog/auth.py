@@ -80,11 +80,17 @@ REQUIRED_ROLE: dict[str, Role] = {
     f"{_V1}ClockService/GetTime": Role.READER,
     f"{_V1}ClockService/SetTime": Role.OPERATOR,
     f"{_V1}ClockService/AdvanceTime": Role.OPERATOR,
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Role.READER,
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Role.READER,
 }
-# Probes must work without credentials.
-OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# Probes must work without credentials, and so must reflection: it reveals only
+# the public contract (the protos), and grpcurl needs it for a health check.
+OPEN_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
 # A request with operator_override = true needs the operator role on any RPC.
 OVERRIDE_ROLE = Role.OPERATOR
 
