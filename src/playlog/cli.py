@@ -1,10 +1,11 @@
-"""`playlog serve | verify | token`."""
+"""`playlog serve | verify | token | health`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from playlog import config
@@ -12,6 +13,10 @@ from playlog.events import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC core writes its own plain-text log lines to stderr, which would break
+    # the JSON log stream: only its errors, unless the environment says otherwise.
+    # Set before grpc initialises (nothing above imports it).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     parser = argparse.ArgumentParser(prog="playlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -32,12 +37,80 @@ def main(argv: list[str] | None = None) -> int:
         help="role (repeatable)",
     )
 
-    args = parser.parse_args(argv)
+    health = sub.add_parser(
+        "health",
+        help="check a server's health (grpc.health.v1): exit 0 SERVING, 1 not serving, 2 unreachable",
+    )
+    health.add_argument(
+        "--server",
+        default=os.environ.get("PLAYLOG_SERVER") or _local_address(os.environ.get("PLAYLOG_LISTEN", "")),
+        help="host:port (env PLAYLOG_SERVER; default: this machine at PLAYLOG_LISTEN's port, or "
+        "127.0.0.1:50051)",
+    )
+    health.add_argument("--ca-cert", default="", help="CA (PEM) of a TLS server's certificate")
+    health.add_argument("--server-name", default="", help="name to verify the TLS certificate against")
+    health.add_argument("--service", default="", help="service name to check (default: the server)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # An unknown flag belongs to the subcommand: show that subcommand's usage.
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return _serve(args)
     if args.command == "verify":
         return _verify(args.data_dir, args.channel_id)
+    if args.command == "health":
+        return _health(args)
     return _token(args.name, args.role)
+
+
+def _local_address(listen: str) -> str:
+    """Where a probe on this machine reaches a server listening on `listen`."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        return "127.0.0.1:50051"
+    if host.strip("[]") in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    if args.ca_cert:
+        try:
+            root = open(args.ca_cert, "rb").read()
+        except OSError as exc:
+            print(f"playlog health: --ca-cert {args.ca_cert}: {exc.strerror}", file=sys.stderr)
+            return 2
+        options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+        channel = grpc.secure_channel(args.server, grpc.ssl_channel_credentials(root), options=options)
+    else:
+        channel = grpc.insecure_channel(args.server)
+    with channel:
+        try:
+            check = channel.unary_unary(
+                "/grpc.health.v1.Health/Check",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString,
+            )
+            answer = check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.NOT_FOUND:
+                print(f"playlog health: {args.server}: unknown service {args.service!r}", file=sys.stderr)
+                return 1
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            print(
+                f"playlog health: cannot reach {args.server}: {code.name if code else ''} {detail}",
+                file=sys.stderr,
+            )
+            return 2
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(status)
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -11,16 +11,26 @@ path /metrics). Metric names:
 - playlog_auth_refusals_total{kind}: unauthenticated / permission_denied calls;
 - playlog_clock_step_backs_total: times the host clock was found behind the
   latest instant the server acted on, and playlog_clock_held_ms: how far behind
-  it is now (0 when the host clock leads), while "now" is held still.
+  it is now (0 when the host clock leads), while "now" is held still;
+- playlog_channel_generation{channel_id}: each channel's latest committed
+  generation (0 before its first publish), set at start-up and after each
+  committed publish;
+- playlog_build_info{version, python, grpcio}: always 1, its labels say what runs.
+
+The README's "Metrics" table lists them all with their labels.
 """
 
 from __future__ import annotations
 
+import platform
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
+
+import playlog
 
 REQUESTS = Counter("playlog_requests_total", "gRPC requests by method and status", ["method", "status"])
 REQUEST_SECONDS = Histogram("playlog_request_seconds", "gRPC request latency", ["method"])
@@ -40,6 +50,31 @@ CLOCK_STEP_BACKS = Counter(
 )
 CLOCK_HELD_MS = Gauge("playlog_clock_held_ms", "How far the host clock is behind the server's now (ms)")
 AUTH_REFUSALS = Counter("playlog_auth_refusals_total", "Calls refused by authentication or role", ["kind"])
+CHANNEL_GENERATION = Gauge(
+    "playlog_channel_generation", "Latest committed generation of each channel", ["channel_id"]
+)
+BUILD_INFO = Gauge(
+    "playlog_build_info", "Always 1; the labels say what runs", ["version", "python", "grpcio"]
+)
+
+_generation_lock = threading.Lock()
+_generations: dict[str, int] = {}
+
+
+def note_generation(channel_id: str, generation_id: int) -> None:
+    """A channel's generation is at least generation_id: the gauge only rises,
+    so a late doorbell (PostgreSQL NOTIFY) for an older publish never lowers it."""
+    with _generation_lock:
+        if generation_id < _generations.get(channel_id, -1):
+            return
+        _generations[channel_id] = generation_id
+        CHANNEL_GENERATION.labels(channel_id).set(generation_id)
+
+
+def set_build_info() -> None:
+    import grpc
+
+    BUILD_INFO.labels(playlog.__version__, platform.python_version(), grpc.__version__).set(1)
 
 
 def observe_call(method: str, status: str, seconds: float) -> None:

@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from playlog import wire
+from playlog import metrics, wire
 from playlog.api.interceptor import CallInterceptor
 from playlog.api.servicers import (
     AuditServicer,
@@ -25,14 +30,14 @@ from playlog.api.servicers import (
     ExecutionWindowServicer,
     ScheduleDayServicer,
 )
-from playlog.api.watch import WatchHub
+from playlog.api.watch import ALL_CHANNELS, WatchHub
 from playlog.app.service import Playlog
 from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
 from playlog.config import ConfigError, Settings, validate
 from playlog.events import emit
 from playlog.store.base import Store, StoreError
-from playlog.store.sqlite import SqliteStore
+from playlog.store.sqlite import DataDirInUse, SqliteStore
 from playlog.v1 import (
     audit_service_pb2,
     audit_service_pb2_grpc,
@@ -94,7 +99,18 @@ def open_store(settings: Settings) -> Store:
         from playlog.store.postgres import PostgresStore
 
         return PostgresStore(settings.database_url)
-    return SqliteStore(settings.data_dir)
+    data_dir = Path(settings.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data_dir {data_dir}: not a directory")
+    try:
+        return SqliteStore(data_dir)
+    except DataDirInUse:
+        raise
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        # A parent that is a file or cannot be created, a directory that is not
+        # writable: say which path, not a traceback.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"data_dir {data_dir}: cannot use it as the data directory: {reason}") from None
 
 
 def is_loopback(listen: str) -> bool:
@@ -150,6 +166,12 @@ class PlaylogServer:
             max_streams=settings.max_concurrent_streams,
             max_message_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
+        # The generation gauge: after each committed publish (in commit order),
+        # and for the channels known at start-up.
+        self.playlog.add_publish_listener(lambda r: metrics.note_generation(r.channel_id, r.generation_id))
+        self.playlog.add_channel_listener(
+            lambda c: metrics.note_generation(c.channel_id, c.current_generation_id)
+        )
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -161,7 +183,11 @@ class PlaylogServer:
         s = self.settings
         self.watch.start(asyncio.get_running_loop())
         # Publishes committed by other replicas of a shared store.
-        self.store.listen_for_publishes(self.watch.on_remote_publish)
+        self.store.listen_for_publishes(self._on_remote_publish)
+        with self.store.read() as r:
+            for known in r.list_channels():
+                metrics.note_generation(known.channel_id, known.current_generation_id)
+        metrics.set_build_info()
         server = grpc.aio.server(
             interceptors=[CallInterceptor(self.credentials)],
             options=[
@@ -204,9 +230,9 @@ class PlaylogServer:
                 root_certificates=_read_pem("tls_client_ca", s.tls_client_ca) if s.tls_client_ca else None,
                 require_client_auth=bool(s.tls_client_ca),
             )
-            self.port = server.add_secure_port(s.listen, credentials)
+            self.port = _add_port(lambda: server.add_secure_port(s.listen, credentials), s.listen)
         else:
-            self.port = server.add_insecure_port(s.listen)
+            self.port = _add_port(lambda: server.add_insecure_port(s.listen), s.listen)
         if s.metrics_listen:
             self._start_metrics(s.metrics_listen)
         await server.start()
@@ -214,6 +240,11 @@ class PlaylogServer:
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
+
+    def _on_remote_publish(self, channel_id: str, generation_id: int) -> None:
+        if channel_id != ALL_CHANNELS:
+            metrics.note_generation(channel_id, generation_id)
+        self.watch.on_remote_publish(channel_id, generation_id)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: refuse new calls, end watch streams with UNAVAILABLE, let
@@ -255,6 +286,33 @@ class PlaylogServer:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def _add_port(add: Callable[[], int], listen: str) -> int:
+    """grpc refuses an address it cannot bind by raising RuntimeError or by
+    returning port 0, depending on the version, and gRPC core writes why as a
+    plain-text line on stderr (fd 2), which would break the JSON log stream:
+    that line is captured, and the refusal is one ConfigError naming the
+    address and the reason."""
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            port = add()
+        except RuntimeError:
+            port = 0
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        core_said = captured.read().decode(errors="replace").strip()
+    if not port:
+        reason = core_said.rstrip(")").rpartition(": ")[2] if core_said else "address not available"
+        raise ConfigError(f"listen {listen}: cannot listen there ({reason}); choose another with --listen")
+    if core_said:
+        emit(log, logging.WARNING, "grpc_core_log", line=core_said)
+    return port
 
 
 def _read_pem(setting: str, path: str) -> bytes:
