@@ -16,7 +16,7 @@ import pytest
 from playlog import auth
 from playlog.clock import ManualClock
 from playlog.config import ConfigError, Settings
-from playlog.server import PlaylogServer
+from playlog.server import PlaylogServer, describe_startup
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import schedule_day_service_pb2 as sd
 from tests.builders import HOUR, T0, date_of, schedule_day
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 SCHEDULER_SUBJECT = "CN=scheduler-1,OU=Scheduling,O=Playlog Test,C=US"
 OPERATOR_SUBJECT = "CN=operator-1,O=Playlog\\, Inc.,C=US"  # a comma in a value is escaped
 STRANGER_SUBJECT = "CN=stranger,O=Playlog Test"
+DESK_SUBJECT = "O=Example Broadcast,CN=mcr-desk"  # made with -subj "/CN=mcr-desk/O=Example Broadcast"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,9 +78,9 @@ def _sign(d: Path, name: str, ca: str, ext: str) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("certs")
+def make_certs(d: Path) -> Certs:
+    """A CA, a server certificate for localhost signed by it, client
+    certificates signed by it, and an impostor signed by another CA."""
     _ca(d, "ca")
     _ca(d, "other-ca")
     _key_and_csr(d, "server", "/CN=localhost")
@@ -88,6 +89,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         "scheduler": "/C=US/O=Playlog Test/OU=Scheduling/CN=scheduler-1",
         "operator": "/C=US/O=Playlog, Inc./CN=operator-1",
         "stranger": "/O=Playlog Test/CN=stranger",
+        # The README's example: written CN first, its RFC 2253 subject is O first.
+        "desk": "/CN=mcr-desk/O=Example Broadcast",
     }
     for name, subj in clients.items():
         _key_and_csr(d, name, subj)
@@ -104,8 +107,17 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     )
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
 def test_the_subjects_are_what_openssl_prints_in_rfc2253_form(certs: Certs) -> None:
-    for name, expected in [("scheduler", SCHEDULER_SUBJECT), ("operator", OPERATOR_SUBJECT)]:
+    for name, expected in [
+        ("scheduler", SCHEDULER_SUBJECT),
+        ("operator", OPERATOR_SUBJECT),
+        ("desk", DESK_SUBJECT),
+    ]:
         out = _openssl(
             "x509",
             "-in",
@@ -129,6 +141,7 @@ PRINCIPALS = {
         token=auth.new_token(),
         cert_subject="CN = operator-1, O=Playlog\\, Inc., C=US",
     ),
+    "mcr-desk": Principal("mcr-desk", ["operator"], cert_subject=DESK_SUBJECT),
 }
 
 
@@ -145,8 +158,10 @@ def secure_stubs(
     return channel, make_stubs(channel)
 
 
-async def _start(tmp_path: Path, certs: Certs, *, mutual: bool) -> Running:
-    path = write_auth_file(tmp_path / "auth.toml", PRINCIPALS.values())
+async def _start(
+    tmp_path: Path, certs: Certs, *, mutual: bool, principals: dict[str, Principal] = PRINCIPALS
+) -> Running:
+    path = write_auth_file(tmp_path / "auth.toml", principals.values())
     return await start_server(
         tmp_path / "data",
         ManualClock(T0),
@@ -244,6 +259,7 @@ async def test_mutual_tls_maps_the_certificate_subject_to_a_principal(mtls: Runn
 
 async def test_mutual_tls_without_a_client_certificate_is_refused(mtls: Running, certs: Certs) -> None:
     """The handshake fails: the call never reaches the service, even with a good token."""
+    assert describe_startup(mtls.server)["client_certificates"] == "required"
     channel, stubs = secure_stubs(mtls, certs, client=None)
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -255,11 +271,42 @@ async def test_mutual_tls_without_a_client_certificate_is_refused(mtls: Running,
         await channel.close()
 
 
+async def test_mutual_tls_with_tokens_and_certificates_each_client_is_its_own_principal(
+    mtls: Running, certs: Certs
+) -> None:
+    """The README's mixed example on one server: a token holder (with a
+    certificate of the CA, whatever its subject) and a certificate-only desk."""
+    info = describe_startup(mtls.server)
+    assert info["client_certificates"] == "required"
+    assert info["token_only_principals_need_a_client_certificate"] == ["reader-1"]
+    declare = ch.DeclareChannelRequest(channel_id="ch1", locked_window_ms=HOUR)
+    token_channel, token_holder = secure_stubs(mtls, certs, client="stranger")
+    desk_channel, desk = secure_stubs(mtls, certs, client="desk")
+    try:
+        reader = bearer(PRINCIPALS["reader-1"].token)
+        await token_holder.channel.ListChannels(LIST, metadata=reader, timeout=TIMEOUT)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await token_holder.channel.DeclareChannel(declare, metadata=reader, timeout=TIMEOUT)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "'reader-1' (roles: reader)" in details(refused.value)
+        # The desk's certificate (subject O=Example Broadcast,CN=mcr-desk) is an operator.
+        declared = await desk.channel.DeclareChannel(declare, timeout=TIMEOUT)
+        assert declared.changed
+        listed = await desk.channel.ListChannels(LIST, timeout=TIMEOUT)
+        assert [c.channel_id for c in listed.channels] == ["ch1"]
+    finally:
+        await token_channel.close()
+        await desk_channel.close()
+
+
 async def test_mutual_tls_refuses_a_certificate_from_another_ca(mtls: Running, certs: Certs) -> None:
+    """The handshake fails, even with a good token."""
     channel, stubs = secure_stubs(mtls, certs, client="impostor")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stubs.channel.ListChannels(LIST, timeout=TIMEOUT)
+            await stubs.channel.ListChannels(
+                LIST, metadata=bearer(PRINCIPALS["reader-1"].token), timeout=TIMEOUT
+            )
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await channel.close()
@@ -326,3 +373,23 @@ def test_subjects_compare_without_spaces_and_attribute_case() -> None:
     assert auth.normalize_subject("cn = a , O=B\\, Inc. ,C=US") == "CN=a,O=B\\, Inc.,C=US"
     assert auth.normalize_subject("CN=a+UID=7,O=B") == "CN=a+UID=7,O=B"
     assert auth.normalize_subject("CN=a,O=b") != auth.normalize_subject("O=b,CN=a")
+
+
+async def test_the_server_sees_the_subject_in_rfc_2253_order(tmp_path: Path, certs: Certs) -> None:
+    """A certificate made with -subj "/CN=mcr-desk/O=Example Broadcast" is, to
+    the server (gRPC's x509_subject), O=Example Broadcast,CN=mcr-desk: the
+    refusal of an unknown certificate names the subject it saw."""
+    principals = {"scheduler-1": PRINCIPALS["scheduler-1"]}
+    r = await _start(tmp_path, certs, mutual=True, principals=principals)
+    try:
+        channel, stubs = secure_stubs(r, certs, client="desk")
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stubs.channel.ListChannels(LIST, timeout=TIMEOUT)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert DESK_SUBJECT in details(refused.value)
+            assert "CN=mcr-desk,O=Example Broadcast" not in details(refused.value)
+        finally:
+            await channel.close()
+    finally:
+        await r.server.stop(0)

@@ -132,12 +132,18 @@ class Credentials:
 
     Certificate subjects (mutual TLS, `tls_client_ca` set): the server requires
     a client certificate signed by that CA and compares its subject with
-    `cert_subject`. The subject is the string gRPC reports as `x509_subject`,
-    which is the RFC 2253 form: attributes from the most specific to the least
-    (CN first, C last), separated by commas without spaces, with special
-    characters backslash-escaped. A certificate made with
+    `cert_subject`. Every client then presents one, token holders too (any
+    subject the CA signed: their token decides who they are); gRPC Python
+    cannot request a certificate without requiring it.
+
+    The subject is the string gRPC reports as `x509_subject`, which is the
+    RFC 2253 form: the attributes in the reverse of the order the certificate
+    holds them, separated by commas without spaces, with special characters
+    backslash-escaped. A certificate made with
     `-subj "/C=US/O=Playlog, Inc./CN=scheduler-1"` has the subject
-    `CN=scheduler-1,O=Playlog\\, Inc.,C=US`. Print it exactly with
+    `CN=scheduler-1,O=Playlog\\, Inc.,C=US`, and one made with
+    `-subj "/CN=mcr-desk/O=Example Broadcast"` has `O=Example Broadcast,CN=mcr-desk`.
+    Print it exactly with
 
         openssl x509 -in client.pem -noout -subject -nameopt RFC2253
 
@@ -264,6 +270,12 @@ class Credentials:
     @property
     def empty(self) -> bool:
         return not self._table.names
+
+    @property
+    def token_only_names(self) -> list[str]:
+        """Principals with a token and no certificate subject, sorted."""
+        with_subject = {p.name for p in self._table.by_subject.values()}
+        return sorted({p.name for p in self._table.by_hash.values()} - with_subject)
 
 
 @dataclass(frozen=True)

@@ -225,10 +225,11 @@ class PlaylogServer:
             # With tls_client_ca (mutual TLS) a client must present a certificate
             # signed by that CA, or the handshake fails; its subject is then
             # mapped to a principal by the auth file's cert_subject.
+            mode = client_certificate_mode(s)
             credentials = grpc.ssl_server_credentials(
                 [(_read_pem("tls_key", s.tls_key), _read_pem("tls_cert", s.tls_cert))],
                 root_certificates=_read_pem("tls_client_ca", s.tls_client_ca) if s.tls_client_ca else None,
-                require_client_auth=bool(s.tls_client_ca),
+                require_client_auth=mode == "required",
             )
             self.port = _add_port(lambda: server.add_secure_port(s.listen, credentials), s.listen)
         else:
@@ -315,6 +316,29 @@ def _add_port(add: Callable[[], int], listen: str) -> int:
     return port
 
 
+def client_certificate_mode(settings: Settings) -> str:
+    """How a TLS server treats client certificates:
+
+    - "none" (no tls_client_ca): clients authenticate with bearer tokens;
+      certificates are not asked for, so cert_subject entries match nobody;
+    - "required" (tls_client_ca): every client presents a certificate signed by
+      that CA or the handshake fails; a call with a bearer token is that
+      token's principal, one without is the certificate subject's.
+
+    There is no "requested but optional" mode: grpc.ssl_server_credentials
+    either requires and verifies a client certificate or does not ask for one
+    (require_client_auth=False is GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE).
+    """
+    return "required" if settings.tls_client_ca else "none"
+
+
+CLIENT_CERTIFICATE_MODES = {
+    "none": "not asked for: clients send bearer tokens (cert_subject entries match nobody)",
+    "required": "every client presents a certificate signed by tls_client_ca, or its TLS "
+    "handshake fails; token holders too (any subject the CA signed: the token decides)",
+}
+
+
 def _read_pem(setting: str, path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -333,12 +357,27 @@ def describe_startup(server: PlaylogServer) -> dict[str, Any]:
         "now_utc_ms": server.clock.now_utc_ms(),
         "tls": bool(s.tls_cert),
         "mutual_tls": bool(s.tls_client_ca),
+        **_client_certificates(server),
         "auth": "tokens/certificates"
         if server.credentials
         else "none: every caller is the local principal (all roles)",
         "metrics_listen": s.metrics_listen or None,
         "metrics_port": server.metrics_port or None,
     }
+
+
+def _client_certificates(server: PlaylogServer) -> dict[str, Any]:
+    if not server.settings.tls_cert:
+        return {}
+    mode = client_certificate_mode(server.settings)
+    info: dict[str, Any] = {
+        "client_certificates": mode,
+        "client_certificates_means": CLIENT_CERTIFICATE_MODES[mode],
+    }
+    if mode == "required" and server.credentials is not None and server.credentials.token_only_names:
+        # Token-only principals connect only with some certificate of the CA.
+        info["token_only_principals_need_a_client_certificate"] = server.credentials.token_only_names
+    return info
 
 
 async def serve(settings: Settings) -> None:
