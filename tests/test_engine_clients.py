@@ -19,6 +19,7 @@ The clients are built by clients/build.sh (once per session; fast when built).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -48,6 +49,9 @@ from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import execution_window_service_pb2_grpc as ew_grpc
 from playlog.v1 import types_pb2 as pb
 from tests.builders import HOUR, MINUTE, T0, blocks, date_of, entry, schedule_day
+from tests.test_auth import Principal as TlsPrincipal
+from tests.test_auth import write_auth_file
+from tests.test_tls import DESK_SUBJECT, SCHEDULER_SUBJECT, make_certs
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = REPO / "clients"
@@ -146,8 +150,16 @@ class ServerProcess:
         self.port = 0
         self.starts = 0
         self.channel: grpc.Channel | None = None
+        self.log: Output[str] | None = None
 
-    def start(self, port: int, now_utc_ms: int) -> None:
+    def start(
+        self,
+        port: int,
+        now_utc_ms: int,
+        extra: list[str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        """`extra` server flags; `credentials` for the test's own calls (TLS)."""
         assert self.proc is None
         self.starts += 1
         log_path = self.log_dir / f"server-{self.starts}.log"
@@ -165,6 +177,7 @@ class ServerProcess:
                 str(now_utc_ms),
                 "--shutdown-grace-seconds",
                 "2",
+                *(extra or []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -186,7 +199,11 @@ class ServerProcess:
 
         if log.wait_for(serving, 30, "the server's 'serving' log line") is None:
             raise AssertionError(f"server exited {self.proc.wait(10)}:\n{log_path.read_text()}")
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.log = log
+        if credentials is not None:
+            self.channel = grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+        else:
+            self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(self.channel).result(timeout=10)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -532,6 +549,10 @@ def test_clients_follow_every_publish_across_restarts(
         after_kill = [line for line in lines[six:seven] if line.kind == "RECONNECT"]
         assert after_kill, c.dump()
         assert {r.fields["after_generation"] for r in after_kill} == {"6"}, c.dump()
+        # ONAIR only when what airs or comes next changes (publishes 2, 3, 5, 6
+        # and 8 and the heartbeats change neither).
+        on_air = [(line.fields["now"], line.fields["next"]) for line in lines if line.kind == "ONAIR"]
+        assert all(a != b for a, b in itertools.pairwise(on_air)), c.dump()
 
 
 # -- a scripted fake server: chain breaks, duplicates, snapshots in parts, resets ------
@@ -564,6 +585,21 @@ class ScriptedWatch:
             # A progress heartbeat every 20 ms until the client leaves.
             for _ in range(200):
                 yield pb.WindowEvent(progress=pb.ProgressEvent(now_utc_ms=now, channel_generation_id=1))
+                if ended.wait(0.02):
+                    return
+            return
+        if request.channel_id == "steady":
+            # A snapshot of two entries, then a heartbeat every 20 ms until the client leaves.
+            yield pb.WindowEvent(
+                snapshot=pb.SnapshotEvent(
+                    channel_generation_id=3,
+                    entries=[_entry("x0", T0, T0 + HOUR), _entry("x1", T0 + HOUR, T0 + 2 * HOUR)],
+                    now_utc_ms=now,
+                    complete=True,
+                )
+            )
+            for _ in range(500):
+                yield pb.WindowEvent(progress=pb.ProgressEvent(now_utc_ms=now, channel_generation_id=3))
                 if ended.wait(0.02):
                     return
             return
@@ -708,16 +744,15 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
         "SNAPSHOT generation=5 entries=1 reset=0 complete=0",
         "SNAPSHOT generation=5 entries=1 reset=0 complete=1",
         f"ONAIR now=x0 next=x1 at={now}",
-        f"ONAIR now=x0 next=x1 at={now}",
+        # (the progress after it changes nothing on air or next: no ONAIR)
         f"REPLACED generation=6 previous=5 range=[{T0 + HOUR},{T0 + 2 * HOUR}) entries=1 override=0",
         f"ONAIR now=x0 next=y1 at={now}",
         "STALE generation=6 last=6",
         "CHAIN_BREAK generation=8 previous=7 expected=6",
         "RECONNECT after_generation=6",
+        # 7 and 8 change what comes after y1, not x0 or y1 themselves: no ONAIR.
         f"REPLACED generation=7 previous=6 range=[{T0 + 2 * HOUR},{T0 + 3 * HOUR}) entries=1 override=1",
-        f"ONAIR now=x0 next=y1 at={now}",
         f"REPLACED generation=8 previous=7 range=[{T0 + 3 * HOUR},{T0 + 4 * HOUR}) entries=1 override=0",
-        f"ONAIR now=x0 next=y1 at={now}",
         "RECONNECT after_generation=8",
         "SNAPSHOT generation=9 entries=2 reset=1 complete=1",
         f"ONAIR now=r0 next=r1 at={now}",
@@ -743,8 +778,9 @@ def test_client_stops_after_max_events(
     processes.append(c)
     c.wait_for(lambda line: line.text == "EXIT reason=max-events", "the exit")
     assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
-    kinds = [line.kind for line in c.snapshot() if line.kind not in ("ONAIR",)]
-    assert kinds == ["SUBSCRIBE", "SNAPSHOT", "PROGRESS", "PROGRESS", "WINDOW", "EXIT"], c.dump()
+    kinds = [line.kind for line in c.snapshot()]
+    # One ONAIR, after the snapshot: the heartbeats change nothing on air.
+    assert kinds == ["SUBSCRIBE", "SNAPSHOT", "ONAIR", "PROGRESS", "PROGRESS", "WINDOW", "EXIT"], c.dump()
 
 
 @pytest.mark.parametrize("client", ["cpp", "node"])
@@ -778,3 +814,143 @@ def test_client_abandons_a_silent_stream(
         "EXIT reason=generation",
     ], c.dump()
     assert servicer.requests == [("silent", 0), ("silent", 1)]
+
+
+# -- signals: the window held, then EXIT reason=signal ---------------------------------
+
+
+def _progress_lines(n: int) -> Callable[[list[Line]], bool | None]:
+    def find(lines: list[Line]) -> bool | None:
+        return True if len([line for line in lines if line.kind == "PROGRESS"]) >= n else None
+
+    return find
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("client", ["cpp", "node"])
+def test_a_signal_prints_the_window_and_exits_0(
+    client: str,
+    sig: int,
+    clients_built: dict[str, list[str]],
+    fake_server: tuple[ScriptedWatch, int],
+    tmp_path: Path,
+    processes: list[Any],
+) -> None:
+    _, port = fake_server
+    argv = follow_argv(clients_built[client], port)
+    argv[argv.index(CHANNEL)] = "steady"
+    c = ClientProcess.start(client, argv, tmp_path)
+    processes.append(c)
+    # Mid-stream: the snapshot applied and heartbeats arriving.
+    c.output.wait_for(_progress_lines(3), TIMEOUT, f"{client}: three heartbeats")
+    c.proc.send_signal(sig)
+    assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+    texts = [line.text for line in c.snapshot()]
+    assert texts[-2:] == ["WINDOW generation=3 entries=2 blocks=x0,x1", "EXIT reason=signal"], c.dump()
+    assert [t for t in texts if t.startswith("ONAIR")] == [f"ONAIR now=x0 next=x1 at={T0 + 10 * MINUTE}"]
+
+
+@pytest.mark.parametrize("client", ["cpp", "node"])
+def test_a_signal_during_the_reconnect_backoff_prints_the_window(
+    client: str, clients_built: dict[str, list[str]], tmp_path: Path, processes: list[Any]
+) -> None:
+    """No server at all: the client is between attempts when SIGTERM comes."""
+    c = ClientProcess.start(client, follow_argv(clients_built[client], free_port()), tmp_path)
+    processes.append(c)
+    c.wait_for(lambda line: line.kind == "RECONNECT", "a reconnect")
+    c.proc.send_signal(signal.SIGTERM)
+    assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+    texts = [line.text for line in c.snapshot()]
+    assert texts[-2:] == ["WINDOW generation=0 entries=0 blocks=-", "EXIT reason=signal"], c.dump()
+
+
+# -- mutual TLS: a client certificate, and a refused handshake explained --------------
+
+
+def test_clients_follow_over_mutual_tls_and_explain_a_refused_handshake(
+    clients_built: dict[str, list[str]], tmp_path: Path, processes: list[Any]
+) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    auth_file = write_auth_file(
+        tmp_path / "auth.toml",
+        [
+            TlsPrincipal("scheduler-1", ["scheduler"], cert_subject=SCHEDULER_SUBJECT),
+            TlsPrincipal("mcr-desk", ["operator"], cert_subject=DESK_SUBJECT),
+        ],
+    )
+    desk_cert, desk_key = certs.client("desk")
+    server = ServerProcess(tmp_path / "data", tmp_path)
+    processes.append(server)
+    port = free_port()
+    server.start(
+        port,
+        T0 - 2 * HOUR,
+        extra=[
+            "--auth-file",
+            str(auth_file),
+            "--tls-cert",
+            str(certs.server_cert),
+            "--tls-key",
+            str(certs.server_key),
+            "--tls-client-ca",
+            str(certs.ca),
+        ],
+        credentials=grpc.ssl_channel_credentials(certs.ca.read_bytes(), desk_key, desk_cert),
+    )
+    assert server.log is not None
+    serving = next(json.loads(t) for t in server.log.snapshot() if '"serving"' in t)
+    assert serving["client_certificates"] == "required", serving
+    server.declare(CHANNEL, LOCK_MS)
+    server.store_day(CHANNEL, date_of(T0))
+    assert server.published(T0, T0 + HOUR, blocks(T0, 2, 30 * MINUTE, prefix="a")) == 1
+
+    cert, key = certs.clients["scheduler"]
+    tls = ["--ca-cert", str(certs.ca)]
+    good = {
+        name: ClientProcess.start(
+            f"{name}-cert",
+            follow_argv(
+                prefix,
+                port,
+                *tls,
+                "--client-cert",
+                str(cert),
+                "--client-key",
+                str(key),
+                "--exit-after-generation",
+                "2",
+            ),
+            tmp_path,
+        )
+        for name, prefix in clients_built.items()
+    }
+    # Without a client certificate the server refuses the handshake.
+    refused = {
+        name: ClientProcess.start(f"{name}-nocert", follow_argv(prefix, port, *tls), tmp_path)
+        for name, prefix in clients_built.items()
+    }
+    processes.extend([*good.values(), *refused.values()])
+    for c in good.values():
+        c.wait_for(
+            lambda line: line.text == "SNAPSHOT generation=1 entries=2 reset=0 complete=1", "the snapshot"
+        )
+    assert server.published(T0 + HOUR, T0 + 2 * HOUR, blocks(T0 + HOUR, 2, 30 * MINUTE, prefix="b")) == 2
+    for c in good.values():
+        c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
+        assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+        assert "REPLACED generation=2 previous=1" in "\n".join(line.text for line in c.snapshot()), c.dump()
+    for c in refused.values():
+        # Two failed attempts, each explained on stderr (written before the next RECONNECT).
+        c.wait_for(
+            lambda line: line.text.startswith("RECONNECT after_generation=0 attempt=2 "), "a 2nd retry"
+        )
+        explained = [t for t in c.stderr_path.read_text().splitlines() if "TLS handshake failed" in t]
+        assert len(explained) >= 2, c.dump()
+        assert "--client-cert" in explained[0], c.dump()
+        assert not [line for line in c.snapshot() if line.kind == "SNAPSHOT"], c.dump()
+        c.proc.send_signal(signal.SIGTERM)
+        assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+        assert [line.text for line in c.snapshot()][-1] == "EXIT reason=signal", c.dump()

@@ -16,27 +16,35 @@
 //   SNAPSHOT generation=G entries=N reset=0|1 complete=0|1
 //   REPLACED generation=G previous=P range=[a,b) entries=N override=0|1
 //   PROGRESS now=T locked_until=L generation=G
-//   ONAIR now=<block_id|-> next=<block_id|-> at=T
+//   ONAIR now=<block_id|-> next=<block_id|-> at=T   (first, then when either changes)
 //   STALE generation=G last=L              (already applied: ignored)
 //   CHAIN_BREAK generation=G previous=P expected=L
 //   STALL idle_ms=N                        (no event, not even progress)
 //   DISCONNECT code=<grpc status name>
 //   RECONNECT after_generation=G attempt=N delay_ms=D
 //   WINDOW generation=G entries=N blocks=a,b,c   (on exit)
-//   EXIT reason=max-events|generation|fatal
+//   EXIT reason=max-events|generation|signal|fatal
 //
 // Usage:
 //   playlog_follow --target 127.0.0.1:50051 --channel ch1
 //                  [--max-events N] [--exit-after-generation G]
 //                  [--progress-interval-ms MS] [--idle-timeout-ms MS]
 //                  [--max-backoff-ms MS] [--token TOKEN] [--ca-cert PEM]
+//                  [--client-cert PEM --client-key PEM]
 //
 // --token (or env PLAYLOG_TOKEN) sends `authorization: Bearer TOKEN` (a
-// principal with the reader role); --ca-cert turns on TLS, trusting that CA.
+// principal with the reader role); --ca-cert turns on TLS, trusting that CA;
+// --client-cert and --client-key present a client certificate (mutual TLS).
+// A failed TLS handshake is explained on stderr at each attempt.
+// SIGTERM and SIGINT print the window held and `EXIT reason=signal`, exit 0.
 
 #include <grpcpp/grpcpp.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -81,7 +89,9 @@ struct Options {
   std::int64_t initial_backoff_ms = 100;
   std::int64_t max_backoff_ms = 5000;
   std::string token;    // bearer token; empty: none
-  std::string ca_cert;  // PEM file; empty: plaintext
+  std::string ca_cert;  // PEM file; empty: plaintext (unless a client certificate is given)
+  std::string client_cert;  // PEM files of a client certificate and its key; empty: none
+  std::string client_key;
 };
 
 [[noreturn]] void Usage(const std::string& why) {
@@ -90,7 +100,8 @@ struct Options {
                "usage: playlog_follow --target HOST:PORT --channel ID [--max-events N]\n"
                "                      [--exit-after-generation G] [--progress-interval-ms MS]\n"
                "                      [--idle-timeout-ms MS] [--max-backoff-ms MS]\n"
-               "                      [--token TOKEN] [--ca-cert PEM]\n",
+               "                      [--token TOKEN] [--ca-cert PEM]\n"
+               "                      [--client-cert PEM --client-key PEM]\n",
                why.c_str());
   std::exit(2);
 }
@@ -143,12 +154,17 @@ Options ParseArgs(int argc, char** argv) {
       o.token = value;
     } else if (arg == "--ca-cert") {
       o.ca_cert = value;
+    } else if (arg == "--client-cert") {
+      o.client_cert = value;
+    } else if (arg == "--client-key") {
+      o.client_key = value;
     } else {
       Usage("unknown option " + arg);
     }
   }
   if (o.target.empty()) Usage("--target is required");
   if (o.channel.empty()) Usage("--channel is required");
+  if (o.client_cert.empty() != o.client_key.empty()) Usage("--client-cert and --client-key go together");
   if (o.idle_timeout_ms == 0) {
     // Progress events are the heartbeat: several missed ones mean a dead peer.
     std::int64_t interval = o.progress_interval_ms ? o.progress_interval_ms : 1000;
@@ -186,6 +202,26 @@ bool Fatal(grpc::StatusCode code) {
          code == grpc::StatusCode::UNAUTHENTICATED ||
          code == grpc::StatusCode::PERMISSION_DENIED ||
          code == grpc::StatusCode::UNIMPLEMENTED;
+}
+
+// A stream that ends UNAVAILABLE before any event over TLS: a handshake the
+// server refused (no or unknown client certificate) or one the client refused
+// (a server certificate not signed by --ca-cert), as gRPC core words them.
+bool LooksLikeTls(const grpc::Status& status) {
+  if (status.error_code() != grpc::StatusCode::UNAVAILABLE) return false;
+  std::string m = status.error_message();
+  std::transform(m.begin(), m.end(), m.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const char* word : {"handshake", "certificate", "ssl", "tls", "alert", "verify", "socket closed",
+                           "connection reset", "end of file"}) {
+    if (m.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string ReadFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) Usage("cannot read " + flag + " " + path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // ------------------------------------------------------------------- window
@@ -310,15 +346,27 @@ class Follower {
     args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(opts_.max_backoff_ms));
     std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
-    if (!opts_.ca_cert.empty()) {
-      std::ifstream in(opts_.ca_cert);
-      if (!in) Usage("cannot read --ca-cert " + opts_.ca_cert);
-      grpc::SslCredentialsOptions tls;
-      tls.pem_root_certs.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    tls_ = !opts_.ca_cert.empty() || !opts_.client_cert.empty();
+    if (tls_) {
+      grpc::SslCredentialsOptions tls;  // without --ca-cert: the system's CAs
+      if (!opts_.ca_cert.empty()) tls.pem_root_certs = ReadFile("--ca-cert", opts_.ca_cert);
+      if (!opts_.client_cert.empty()) {
+        tls.pem_cert_chain = ReadFile("--client-cert", opts_.client_cert);
+        tls.pem_private_key = ReadFile("--client-key", opts_.client_key);
+      }
       creds = grpc::SslCredentials(tls);
     }
     channel_ = grpc::CreateCustomChannel(opts_.target, creds, args);
     stub_ = ExecutionWindowService::NewStub(channel_);
+  }
+
+  // From another thread (the signal waiter): ends the stream or the backoff
+  // in progress; Run() then prints the window and returns 0.
+  void Stop() {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_ = true;
+    if (current_ctx_ != nullptr) current_ctx_->TryCancel();
+    stop_cv_.notify_all();
   }
 
   int Run() {
@@ -327,6 +375,7 @@ class Follower {
          " after_generation=" + std::to_string(ResumeFrom()));
     for (;;) {
       Outcome outcome = Stream();
+      if (Stopping()) return Exit("signal", 0);
       if (outcome.kind == Outcome::kDone) return Exit(outcome.reason, 0);
       if (outcome.kind == Outcome::kFatal) return Exit("fatal", 2);
       if (outcome.got_events) attempt = 0;
@@ -337,7 +386,13 @@ class Follower {
       std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
       std::int64_t delay = step - step / 2 + jitter(rng_);
       ++attempt;
-      std::this_thread::sleep_for(std::chrono::milliseconds(delay));
+      {
+        std::unique_lock<std::mutex> lock(stop_mu_);
+        if (stop_cv_.wait_for(lock, std::chrono::milliseconds(delay), [this] { return stop_; })) {
+          lock.unlock();
+          return Exit("signal", 0);
+        }
+      }
       Emit("RECONNECT after_generation=" + std::to_string(ResumeFrom()) +
            " attempt=" + std::to_string(attempt) + " delay_ms=" + std::to_string(delay));
     }
@@ -350,6 +405,18 @@ class Follower {
     bool got_events = false;
   };
   enum class Step { kContinue, kResubscribe, kDone };
+
+  bool Stopping() {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    return stop_;
+  }
+
+  // The stream in progress, for Stop() to cancel; null between streams.
+  void SetCurrent(grpc::ClientContext* ctx) {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    current_ctx_ = ctx;
+    if (ctx != nullptr && stop_) ctx->TryCancel();
+  }
 
   // A holder of state resumes after what it holds; otherwise a fresh snapshot.
   std::uint64_t ResumeFrom() const { return have_state_ ? last_generation_ : 0; }
@@ -367,6 +434,7 @@ class Follower {
     bool stalled = false;
     {
       Watchdog watchdog(&ctx, std::chrono::milliseconds(opts_.idle_timeout_ms));
+      SetCurrent(&ctx);
       reader = stub_->WatchWindow(&ctx, req);
       WindowEvent ev;
       while (reader->Read(&ev)) {
@@ -386,6 +454,8 @@ class Follower {
       stalled = watchdog.fired();
     }
     grpc::Status status = reader->Finish();
+    SetCurrent(nullptr);
+    if (Stopping()) return out;  // Run() prints the window
     // An unfinished snapshot is worthless: keep what was whole before it.
     staging_.clear();
     staging_active_ = false;
@@ -401,7 +471,20 @@ class Follower {
       return out;
     }
     Emit(std::string("DISCONNECT code=") + StatusName(status.error_code()));
-    if (!status.error_message().empty()) {
+    if (tls_ && !out.got_events && LooksLikeTls(status)) {
+      // "Socket closed" right after the handshake: the server wants a client
+      // certificate (TLS 1.3 servers refuse one only after the handshake).
+      const char* hint = status.error_message().find("Socket closed") == std::string::npos
+                             ? ""
+                             : opts_.client_cert.empty()
+                                   ? "; no --client-cert given: the server may require one"
+                                   : "; the server may not accept this --client-cert";
+      std::fprintf(stderr,
+                   "playlog_follow: TLS handshake failed: %s%s (check --ca-cert / --client-cert / "
+                   "--client-key and the server's --tls-client-ca)\n",
+                   status.error_message().empty() ? "connection closed" : status.error_message().c_str(),
+                   hint);
+    } else if (!status.error_message().empty()) {
       std::fprintf(stderr, "playlog_follow: stream ended: %s: %s\n", StatusName(status.error_code()),
                    status.error_message().c_str());
     }
@@ -488,7 +571,11 @@ class Follower {
 
   void EmitOnAir() {
     if (!have_now_) return;
-    auto [cur, next] = window_.OnAir(now_);
+    auto on_air = window_.OnAir(now_);
+    if (have_on_air_ && on_air == last_on_air_) return;  // nothing changed on air or next
+    have_on_air_ = true;
+    last_on_air_ = on_air;
+    const auto& [cur, next] = on_air;
     Emit("ONAIR now=" + cur + " next=" + next + " at=" + std::to_string(now_));
   }
 
@@ -522,12 +609,31 @@ class Follower {
   bool have_now_ = false;
   long long events_ = 0;
   std::string done_reason_;
+  bool tls_ = false;
+  bool have_on_air_ = false;
+  std::pair<std::string, std::string> last_on_air_;
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  grpc::ClientContext* current_ctx_ = nullptr;
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options opts = ParseArgs(argc, argv);
+  // SIGTERM and SIGINT are taken by one thread with sigwait; blocked before
+  // any other thread (gRPC's included) starts, so every thread inherits that.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Follower follower(std::move(opts));
+  std::thread([&follower, signals] {
+    int sig = 0;
+    if (sigwait(&signals, &sig) == 0) follower.Stop();
+  }).detach();
   return follower.Run();
 }

@@ -19,14 +19,14 @@
 //   SNAPSHOT generation=G entries=N reset=0|1 complete=0|1
 //   REPLACED generation=G previous=P range=[a,b) entries=N override=0|1
 //   PROGRESS now=T locked_until=L generation=G
-//   ONAIR now=<block_id|-> next=<block_id|-> at=T
+//   ONAIR now=<block_id|-> next=<block_id|-> at=T   (first, then when either changes)
 //   STALE generation=G last=L              (already applied: ignored)
 //   CHAIN_BREAK generation=G previous=P expected=L
 //   STALL idle_ms=N                        (no event, not even progress)
 //   DISCONNECT code=<grpc status name>
 //   RECONNECT after_generation=G attempt=N delay_ms=D
 //   WINDOW generation=G entries=N blocks=a,b,c   (on exit)
-//   EXIT reason=max-events|generation|fatal
+//   EXIT reason=max-events|generation|signal|fatal
 //
 // Usage:
 //   node follow.js --target 127.0.0.1:50051 --channel ch1
@@ -34,13 +34,19 @@
 //                  [--progress-interval-ms MS] [--idle-timeout-ms MS]
 //                  [--max-backoff-ms MS] [--proto-dir DIR]
 //                  [--token TOKEN] [--ca-cert PEM]
+//                  [--client-cert PEM --client-key PEM]
 //
 // --token (or env PLAYLOG_TOKEN) sends `authorization: Bearer TOKEN` (a
-// principal with the reader role); --ca-cert turns on TLS, trusting that CA.
+// principal with the reader role); --ca-cert turns on TLS, trusting that CA;
+// --client-cert and --client-key present a client certificate (mutual TLS).
+// A failed TLS handshake is explained on stderr at each attempt.
+// SIGTERM and SIGINT print the window held and `EXIT reason=signal`, exit 0.
 'use strict';
 
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
+const tls = require('node:tls');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
@@ -52,7 +58,8 @@ function usage(why) {
       'usage: node follow.js --target HOST:PORT --channel ID [--max-events N]\n' +
       '                      [--exit-after-generation G] [--progress-interval-ms MS]\n' +
       '                      [--idle-timeout-ms MS] [--max-backoff-ms MS] [--proto-dir DIR]\n' +
-      '                      [--token TOKEN] [--ca-cert PEM]\n',
+      '                      [--token TOKEN] [--ca-cert PEM]\n' +
+      '                      [--client-cert PEM --client-key PEM]\n',
   );
   process.exit(2);
 }
@@ -70,6 +77,8 @@ function parseArgs(argv) {
     protoDir: process.env.PLAYLOG_PROTO_DIR || path.resolve(__dirname, '..', '..', 'protos'),
     token: process.env.PLAYLOG_TOKEN || '',
     caCert: '',
+    clientCert: '',
+    clientKey: '',
   };
   const int = (flag, v) => {
     if (!/^\d+$/.test(v)) usage(`${flag} needs a non-negative integer, got '${v}'`);
@@ -119,12 +128,19 @@ function parseArgs(argv) {
       case '--ca-cert':
         o.caCert = value;
         break;
+      case '--client-cert':
+        o.clientCert = value;
+        break;
+      case '--client-key':
+        o.clientKey = value;
+        break;
       default:
         usage(`unknown option ${arg}`);
     }
   }
   if (!o.target) usage('--target is required');
   if (!o.channel) usage('--channel is required');
+  if (!o.clientCert !== !o.clientKey) usage('--client-cert and --client-key go together');
   if (!o.idleTimeoutMs) {
     // Progress events are the heartbeat: several missed ones mean a dead peer.
     o.idleTimeoutMs = Math.max(10000, 5 * (o.progressIntervalMs || 1000));
@@ -149,6 +165,77 @@ const FATAL = new Set([
   grpc.status.PERMISSION_DENIED,
   grpc.status.UNIMPLEMENTED,
 ]);
+
+// A stream that ends UNAVAILABLE before any event over TLS: a handshake the
+// server refused (no or unknown client certificate) or one the client refused
+// (a server certificate not signed by --ca-cert), as grpc-js words them.
+function looksLikeTls(status) {
+  if (status.code !== grpc.status.UNAVAILABLE) return false;
+  return /handshake|certificate|ssl|tls|alert|verify|self.signed|altname|socket closed|connection dropped|ECONNRESET/i.test(
+    status.details || '',
+  );
+}
+
+// A TLS error, as Node's tls module reports it (not a refused or reset TCP connection).
+function isTlsError(err) {
+  if (/^(ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|ETIMEDOUT)$/.test(err.code || '')) return false;
+  return /SSL|TLS|CERT|SIGNATURE|SELF_SIGNED|UNABLE_TO|ECONNRESET|EPIPE|closed during the handshake/i.test(
+    `${err.code || ''} ${err.message}`,
+  );
+}
+
+// Connects to the target as grpc-js would (same CA, client certificate, ALPN
+// h2) and resolves with the error that ends the handshake, or null if it
+// holds (the server sends its HTTP/2 settings). A TLS 1.3 server refuses a
+// client certificate only after the client's side of the handshake is done,
+// by closing the connection: that is reported too.
+function tlsProbe(target, files) {
+  return new Promise((resolve) => {
+    const t = target.replace(/^dns:\/{0,3}/, '');
+    const colon = t.lastIndexOf(':');
+    const host = t.slice(0, colon).replace(/^\[|\]$/g, '');
+    const port = Number(t.slice(colon + 1));
+    let settled = false;
+    let timer = null;
+    const done = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(err);
+    };
+    const socket = tls.connect({
+      host,
+      port,
+      ca: files.ca || undefined,
+      key: files.key || undefined,
+      cert: files.cert || undefined,
+      servername: net.isIP(host) ? undefined : host,
+      ALPNProtocols: ['h2'],
+    });
+    let secure = false;
+    const closed = () => {
+      const err = new Error(
+        secure
+          ? 'the server closed the connection right after the TLS handshake, before a word of ' +
+              'HTTP/2: it wants a client certificate (or another one)'
+          : 'the server closed the connection during the TLS handshake',
+      );
+      err.code = 'TLS_CLOSED';
+      done(err);
+    };
+    socket.on('error', done);
+    socket.on('end', closed);
+    socket.on('close', closed);
+    socket.on('secureConnect', () => {
+      secure = true;
+      clearTimeout(timer);
+      timer = setTimeout(() => done(null), 500);
+    });
+    socket.on('data', () => done(null)); // the server spoke HTTP/2: the handshake held
+    timer = setTimeout(() => done(new Error('no TLS answer within 5 s')), 5000);
+  });
+}
 
 // ------------------------------------------------------------------- window
 
@@ -225,14 +312,23 @@ class Follower {
     });
     const pkg = grpc.loadPackageDefinition(def);
     let creds = grpc.credentials.createInsecure();
-    if (opts.caCert) {
-      let pem;
-      try {
-        pem = fs.readFileSync(opts.caCert);
-      } catch (err) {
-        usage(`cannot read --ca-cert ${opts.caCert}: ${err.message}`);
-      }
-      creds = grpc.credentials.createSsl(pem);
+    this.tls = Boolean(opts.caCert || opts.clientCert);
+    if (this.tls) {
+      const read = (flag, file) => {
+        if (!file) return null;
+        try {
+          return fs.readFileSync(file);
+        } catch (err) {
+          return usage(`cannot read ${flag} ${file}: ${err.message}`);
+        }
+      };
+      // Without --ca-cert the system's CAs are trusted.
+      this.tlsFiles = {
+        ca: read('--ca-cert', opts.caCert),
+        key: read('--client-key', opts.clientKey),
+        cert: read('--client-cert', opts.clientCert),
+      };
+      creds = grpc.credentials.createSsl(this.tlsFiles.ca, this.tlsFiles.key, this.tlsFiles.cert);
     }
     this.metadata = new grpc.Metadata();
     if (opts.token) this.metadata.add('authorization', `Bearer ${opts.token}`);
@@ -248,6 +344,8 @@ class Follower {
     this.now = null;
     this.events = 0;
     this.attempt = 0;
+    this.lastOnAir = null; // the ONAIR line's `now next`, printed only when it changes
+    this.exited = false;
   }
 
   resumeFrom() {
@@ -256,6 +354,14 @@ class Follower {
   }
 
   start() {
+    for (const sig of ['SIGTERM', 'SIGINT']) {
+      process.on(sig, () => {
+        // Whatever is in flight, the window held so far is the answer.
+        this.exit('signal', 0);
+        process.exit(); // with process.exitCode: 0, or that of an exit already made
+
+      });
+    }
     emit(`SUBSCRIBE target=${this.opts.target} channel=${this.opts.channel} after_generation=${this.resumeFrom()}`);
     this.stream();
   }
@@ -290,8 +396,19 @@ class Follower {
       if (stopped === 'done') return this.exit(this.doneReason, 0);
       if (stopped === null) {
         emit(`DISCONNECT code=${statusName(status.code)}`);
-        if (status.details) process.stderr.write(`playlog-follow: stream ended: ${statusName(status.code)}: ${status.details}\n`);
-        if (FATAL.has(status.code)) return this.exit('fatal', 2);
+        if (FATAL.has(status.code)) {
+          this.explain(status, null);
+          return this.exit('fatal', 2);
+        }
+        if (this.tls && !gotEvents && status.code === grpc.status.UNAVAILABLE) {
+          // grpc-js keeps a handshake's reason to itself ("Failed to connect"):
+          // ask for it with a TLS connection of our own, then retry.
+          return tlsProbe(this.opts.target, this.tlsFiles).then((err) => {
+            this.explain(status, err);
+            if (!this.exited) this.reconnect();
+          });
+        }
+        this.explain(status, null);
       }
       this.reconnect();
     };
@@ -313,6 +430,25 @@ class Follower {
     });
     call.on('error', (err) => finish({ code: err.code, details: err.details }));
     call.on('status', (status) => finish(status));
+  }
+
+  // One stderr line per failed attempt: why, and what to check if it is TLS.
+  explain(status, probeError) {
+    let why = null;
+    if (probeError && isTlsError(probeError)) {
+      why = `${probeError.code || 'error'}: ${probeError.message}`;
+    } else if (this.tls && looksLikeTls(status)) {
+      why = status.details;
+    }
+    if (why !== null) {
+      process.stderr.write(
+        `playlog-follow: TLS handshake failed: ${why}` +
+          " (check --ca-cert / --client-cert / --client-key and the server's --tls-client-ca)\n",
+      );
+    } else if (status.details) {
+      const more = probeError ? ` (${probeError.code || probeError.message})` : '';
+      process.stderr.write(`playlog-follow: stream ended: ${statusName(status.code)}: ${status.details}${more}\n`);
+    }
   }
 
   reconnect() {
@@ -401,6 +537,9 @@ class Follower {
   emitOnAir() {
     if (this.now === null) return;
     const [cur, next] = this.window.onAir(this.now);
+    const onAir = `${cur} ${next}`;
+    if (onAir === this.lastOnAir) return; // nothing changed on air or next
+    this.lastOnAir = onAir;
     emit(`ONAIR now=${cur} next=${next} at=${this.now}`);
   }
 
@@ -414,6 +553,8 @@ class Follower {
   }
 
   exit(reason, code) {
+    if (this.exited) return;
+    this.exited = true;
     emit(`WINDOW generation=${this.lastGeneration} entries=${this.window.size} blocks=${this.window.blockList()}`);
     emit(`EXIT reason=${reason}`);
     this.client.close();
