@@ -393,3 +393,39 @@ async def test_the_server_sees_the_subject_in_rfc_2253_order(tmp_path: Path, cer
             await channel.close()
     finally:
         await r.server.stop(0)
+
+
+async def test_grpc_python_cannot_request_a_client_certificate_without_requiring_it(certs: Certs) -> None:
+    """Why there is no "certificate optional" mode (server.client_certificate_mode):
+    with require_client_auth=False the server does not ask for a certificate,
+    so a client's is never seen. If this fails, gRPC gained the mode: revisit."""
+
+    async def peer_identity(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return b",".join(sorted(k.encode() for k in context.auth_context()))
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "t.T", {"M": grpc.unary_unary_rpc_method_handler(peer_identity)}
+            ),
+        )
+    )
+    port = server.add_secure_port(
+        "127.0.0.1:0",
+        grpc.ssl_server_credentials(
+            [(certs.server_key.read_bytes(), certs.server_cert.read_bytes())],
+            root_certificates=certs.ca.read_bytes(),
+            require_client_auth=False,
+        ),
+    )
+    await server.start()
+    try:
+        cert, key = certs.client("desk")
+        creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), private_key=key, certificate_chain=cert)
+        async with grpc.aio.secure_channel(f"localhost:{port}", creds) as channel:
+            seen = await channel.unary_unary("/t.T/M")(b"", timeout=TIMEOUT)
+        assert b"transport_security_type" in seen
+        assert b"x509_subject" not in seen
+    finally:
+        await server.stop(0)
