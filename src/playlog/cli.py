@@ -1,4 +1,4 @@
-"""`playlog serve | verify | token | health`."""
+"""`playlog serve | verify | token | health | ctl`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     # the JSON log stream: only its errors, unless the environment says otherwise.
     # Set before grpc initialises (nothing above imports it).
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:  # the rest of argv is playlog ctl's own (see `playlog ctl --help`)
+        from playlog.ctl import main as ctl_main
+
+        return ctl_main(argv[1:])
     parser = argparse.ArgumentParser(prog="playlog", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -51,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--server-name", default="", help="name to verify the TLS certificate against")
     health.add_argument("--service", default="", help="service name to check (default: the server)")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+
+    sub.add_parser("ctl", help="operate a server over its gRPC API (playlog ctl --help)", add_help=False)
 
     args, extra = parser.parse_known_args(argv)
     if extra:

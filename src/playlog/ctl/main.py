@@ -1,0 +1,708 @@
+"""playlog ctl: operate a playlog server over its gRPC API (as etcdctl or kubectl do).
+
+Exit status: 0 done; 1 refused (a result with ok = false, or a domain gRPC status
+such as NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT: the code and the reason go
+to stderr); 2 usage or transport error (bad flags, UNAVAILABLE, DEADLINE_EXCEEDED).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from playlog.ctl import render
+from playlog.ctl.completion import bash_completion
+from playlog.ctl.connect import Target, UsageError, metadata, open_channel, resolve
+from playlog.ctl.timefmt import BadValue, human_duration, is_relative, iso_utc, parse_duration, parse_time
+from playlog.v1 import audit_service_pb2 as audit
+from playlog.v1 import audit_service_pb2_grpc as audit_grpc
+from playlog.v1 import channel_service_pb2 as ch
+from playlog.v1 import channel_service_pb2_grpc as ch_grpc
+from playlog.v1 import clock_service_pb2 as clk
+from playlog.v1 import clock_service_pb2_grpc as clk_grpc
+from playlog.v1 import execution_window_service_pb2 as ew
+from playlog.v1 import execution_window_service_pb2_grpc as ew_grpc
+from playlog.v1 import schedule_day_service_pb2 as sd
+from playlog.v1 import schedule_day_service_pb2_grpc as sd_grpc
+from playlog.v1 import types_pb2 as pb
+
+PROG = "playlog ctl"
+EPILOG = """\
+times: ISO-8601 (2026-11-22T02:30:00Z; no offset means UTC), epoch ms, or relative
+to the server's now (now, +30m, -2h, +1d); durations: 90s, 30m, 1h, 2d, 1h30m.
+connection: --server/PLAYLOG_SERVER (default 127.0.0.1:50051), --token/PLAYLOG_TOKEN,
+--ca-cert/--client-cert/--client-key (PLAYLOG_CA_CERT, PLAYLOG_CLIENT_CERT,
+PLAYLOG_CLIENT_KEY), or a named context of ~/.config/playlog/ctl.toml
+(PLAYLOG_CTL_CONFIG; --context NAME). Flags beat environment beat the context.
+exit status: 0 done, 1 refused, 2 usage or transport error.
+not yet: engines and their lag, as-run and reconciliation (the server has no API
+for them yet). Shell completion: eval "$(playlog ctl completion bash)".
+"""
+
+# gRPC statuses that say the call never got a domain answer: exit 2. Every other
+# non-OK status is the server refusing the request: exit 1.
+TRANSPORT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
+class Refused(Exception):
+    """A domain refusal, already explained: exit status 1."""
+
+
+class Ctl:
+    """One invocation: the connection, the stubs, the output mode."""
+
+    def __init__(self, args: argparse.Namespace, target: Target) -> None:
+        self.args = args
+        self.target = target
+        self.channel = open_channel(target)
+        self.md = metadata(target)
+        self.timeout = target.timeout_s
+        self.json = getattr(args, "output", "table") == "json"
+        self.local = bool(getattr(args, "local", False))
+        self.channels = ch_grpc.ChannelServiceStub(self.channel)
+        self.windows = ew_grpc.ExecutionWindowServiceStub(self.channel)
+        self.days = sd_grpc.ScheduleDayServiceStub(self.channel)
+        self.audit = audit_grpc.AuditServiceStub(self.channel)
+        self.clock = clk_grpc.ClockServiceStub(self.channel)
+        self._now: int | None = None
+
+    def call(self, method: Callable[..., Any], request: Message) -> Any:
+        return method(request, timeout=self.timeout, metadata=self.md)
+
+    def server_now(self) -> int:
+        """The server's current time (ClockService.GetTime), else the local clock."""
+        if self._now is None:
+            try:
+                reply = self.clock.GetTime(
+                    clk.GetTimeRequest(), timeout=min(self.timeout, 5.0), metadata=self.md
+                )
+                self._now = int(reply.now_utc_ms)
+            except grpc.RpcError:
+                self._now = int(time.time() * 1000)
+        return self._now
+
+    def time(self, text: str) -> int:
+        return parse_time(text, self.server_now() if is_relative(text) else None)
+
+    def out(self, text: str) -> None:
+        print(text, flush=True)
+
+    def emit(self, msg: Message, human: Callable[[], str]) -> None:
+        self.out(render.to_json(msg) if self.json else human())
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _load_json(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not JSON: {exc}") from None
+
+
+def _parse(value: Any, msg: Message, path: str) -> Any:
+    try:
+        return json_format.ParseDict(value, msg)
+    except json_format.ParseError as exc:
+        raise UsageError(f"{path}: not a {msg.DESCRIPTOR.full_name}: {exc}") from None
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def _publish_result(ctl: Ctl, result: pb.PublishResult) -> int:
+    if ctl.json:
+        ctl.out(render.to_json(result))
+    if not result.ok:
+        _refusal(pb.ErrorCode.Name(result.error_code), result.error_detail)
+    if not ctl.json:
+        record = f", override record {result.override_record_id}" if result.override_record_id else ""
+        ctl.out(f"published generation {result.published_generation_id}{record}")
+    return 0
+
+
+def _refusal(code: str, detail: str) -> None:
+    print(f"{PROG}: refused: {code}: {detail}", file=sys.stderr)
+    raise Refused
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_channels(ctl: Ctl) -> int:
+    reply = ctl.call(ctl.channels.ListChannels, ch.ListChannelsRequest())
+    rows = [
+        [c.channel_id, human_duration(c.locked_window_ms), str(c.current_generation_id)]
+        for c in reply.channels
+    ]
+    ctl.emit(reply, lambda: render.table(["CHANNEL", "LOCK", "GENERATION"], rows))
+    return 0
+
+
+def cmd_declare(ctl: Ctl) -> int:
+    a = ctl.args
+    reply = ctl.call(
+        ctl.channels.DeclareChannel,
+        ch.DeclareChannelRequest(
+            channel_id=a.channel, locked_window_ms=parse_duration(a.lock), reason_code=a.reason or ""
+        ),
+    )
+
+    def human() -> str:
+        c = reply.channel
+        what = "declared" if reply.changed else "unchanged"
+        record = f", override record {reply.override_record_id}" if reply.override_record_id else ""
+        return f"channel {c.channel_id} {what}: lock {human_duration(c.locked_window_ms)}{record}"
+
+    ctl.emit(reply, human)
+    return 0
+
+
+def cmd_window(ctl: Ctl) -> int:
+    a = ctl.args
+    start, end = ctl.time(a.start), ctl.time(a.end)
+    if start >= end:
+        raise UsageError(f"--from {a.start} is not before --to {a.end}")
+    snap = ctl.call(
+        ctl.windows.ReadWindowSnapshot,
+        ew.ReadWindowSnapshotRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
+    )
+
+    def human() -> str:
+        head = (
+            f"channel {snap.channel_id}  now {render.when(snap.now_utc_ms, ctl.local)}  "
+            f"locked until {render.when(snap.locked_until_utc_ms, ctl.local)}  "
+            f"generation {snap.channel_generation_id}"
+        )
+        if not snap.entries:
+            return head + f"\nno entries in [{iso_utc(start)}, {iso_utc(end)})"
+        headers, rows = render.entry_rows(snap.entries, snap.now_utc_ms, snap.locked_until_utc_ms, ctl.local)
+        return head + "\n" + render.table(headers, rows)
+
+    ctl.emit(snap, human)
+    return 0
+
+
+def cmd_now(ctl: Ctl) -> int:
+    a = ctl.args
+    now = ctl.server_now()
+    snap = ctl.call(
+        ctl.windows.ReadWindowSnapshot,
+        ew.ReadWindowSnapshotRequest(
+            channel_id=a.channel, start_utc_ms=now, end_utc_ms=now + parse_duration(a.horizon)
+        ),
+    )
+    now, lock = snap.now_utc_ms, snap.locked_until_utc_ms
+    ahead = [e for e in snap.entries if e.end_utc_ms > now]
+    on_air = next((e for e in ahead if e.start_utc_ms <= now), None)
+    upcoming = [e for e in ahead if e.start_utc_ms > now]
+    nxt = upcoming[0] if upcoming else None
+    to_lock = next((e for e in upcoming if e.start_utc_ms >= lock), None)
+    # Runway: how far ahead of now entries are published (the end of the run of
+    # entries that starts with the first one not yet ended).
+    runway_end = ahead[0].end_utc_ms if ahead else now
+    for e in ahead[1:]:
+        if e.start_utc_ms > runway_end:
+            break
+        runway_end = e.end_utc_ms
+    runway = runway_end - now
+    if ctl.json:
+        ctl.out(
+            render.dumps(
+                {
+                    "channel_id": snap.channel_id,
+                    "now_utc_ms": str(now),
+                    "locked_until_utc_ms": str(lock),
+                    "channel_generation_id": str(snap.channel_generation_id),
+                    "on_air": render.to_dict(on_air) if on_air else None,
+                    "next": render.to_dict(nxt) if nxt else None,
+                    "next_to_lock_block_id": to_lock.block_id if to_lock else "",
+                    "time_to_lock_ms": str(to_lock.start_utc_ms - lock) if to_lock else None,
+                    "runway_ms": str(runway),
+                }
+            )
+        )
+        return 0
+
+    def describe(e: pb.ExecutionEntry | None) -> str:
+        if e is None:
+            return "nothing"
+        title = render.title_of(e)
+        return (
+            f"{e.block_id} [{render.when(e.start_utc_ms, ctl.local)}, {render.when(e.end_utc_ms, ctl.local)})"
+            f" generation {e.generation_id}{' override' if e.is_operator_override else ''}"
+            f"{f' {title!r}' if title else ''}"
+        )
+
+    rows = [
+        ["channel", snap.channel_id],
+        ["now", render.when(now, ctl.local)],
+        ["on air", describe(on_air)],
+        ["left on air", human_duration(on_air.end_utc_ms - now) if on_air else "-"],
+        ["next", describe(nxt)],
+        ["locked until", f"{render.when(lock, ctl.local)} ({human_duration(lock - now)} ahead)"],
+        [
+            "time to lock",
+            f"{human_duration(to_lock.start_utc_ms - lock)} ({to_lock.block_id} locks next)"
+            if to_lock
+            else f"- (no flexible entry within {a.horizon})",
+        ],
+        [
+            "runway",
+            f"{human_duration(runway)} (published until {render.when(runway_end, ctl.local)})"
+            + (
+                f"; at least, read {a.horizon} ahead" if runway_end >= now + parse_duration(a.horizon) else ""
+            ),
+        ],
+    ]
+    ctl.out("\n".join(f"{k + ':':14}{v}" for k, v in rows))
+    return 0
+
+
+def cmd_publish(ctl: Ctl) -> int:
+    a = ctl.args
+    req = _parse(_load_json(a.file), ew.PublishAtomicReplaceRequest(), a.file)
+    _override_flags(req, a)
+    return _publish_result(ctl, ctl.call(ctl.windows.PublishAtomicReplace, req))
+
+
+def _override_flags(req: Any, a: argparse.Namespace) -> None:
+    if a.override:
+        req.operator_override = True
+    if a.reason:
+        req.reason_code = a.reason
+    if req.operator_override and not req.reason_code:
+        raise UsageError("an override needs --reason")
+
+
+def cmd_replace(ctl: Ctl) -> int:
+    a = ctl.args
+    value = _load_json(a.file)
+    if isinstance(value, dict) and "entry" in value:
+        value = value["entry"]
+    entry = _parse(value, pb.ExecutionEntry(), a.file)
+    req = ew.ReplaceEntryRequest(channel_id=a.channel, block_id=a.block, entry=entry)
+    _override_flags(req, a)
+    return _publish_result(ctl, ctl.call(ctl.windows.ReplaceEntry, req))
+
+
+def cmd_cut(ctl: Ctl) -> int:
+    a = ctl.args
+    value = _load_json(a.file)
+    if isinstance(value, dict):
+        value = value.get("entries", [value])
+    if not isinstance(value, list) or not value:
+        raise UsageError(f"{a.file}: expected a JSON list of entries (or {{'entries': [...]}})")
+    entries = [_parse(v, pb.ExecutionEntry(), a.file) for v in value]
+    at = ctl.time(a.at)
+    req = ew.PublishAtomicReplaceRequest(
+        channel_id=a.channel,
+        range_start_utc_ms=at,
+        range_end_utc_ms=max(e.end_utc_ms for e in entries),
+        entries=entries,
+        operator_override=True,
+        reason_code=a.reason,
+    )
+    return _publish_result(ctl, ctl.call(ctl.windows.PublishAtomicReplace, req))
+
+
+def cmd_records(ctl: Ctl) -> int:
+    a = ctl.args
+    merged = audit.ListOverrideRecordsResponse()
+    token = ""
+    while True:
+        page = ctl.call(
+            ctl.audit.ListOverrideRecords,
+            audit.ListOverrideRecordsRequest(
+                channel_id=a.channel or "", page_size=a.page_size, page_token=token
+            ),
+        )
+        merged.records.extend(page.records)
+        token = page.next_page_token
+        if not token:
+            break
+
+    def superseded(r: pb.OverrideRecord) -> str:
+        s = r.superseded
+        parts = [f"{e.block_id}@{e.generation_id}" for e in s.entries]
+        if s.schedule_day_id:
+            parts.append(f"day {s.schedule_day_id}")
+        if s.previous_locked_window_ms:
+            parts.append(f"lock {human_duration(s.previous_locked_window_ms)}")
+        return " ".join(parts)
+
+    rows = [
+        [
+            render.when(r.created_utc_ms, ctl.local),
+            r.id,
+            pb.OverrideLayer.Name(r.layer).removeprefix("OVERRIDE_LAYER_").lower(),
+            r.channel_id,
+            r.target,
+            str(r.resulting_generation_id),
+            r.reason_code,
+            r.actor,
+            superseded(r),
+        ]
+        for r in merged.records
+    ]
+    headers = ["CREATED", "ID", "LAYER", "CHANNEL", "TARGET", "GEN", "REASON", "ACTOR", "SUPERSEDED"]
+    ctl.emit(merged, lambda: render.table(headers, rows))
+    return 0
+
+
+def _day_row(d: pb.ScheduleDay, local: bool) -> list[str]:
+    return [
+        d.id,
+        d.programming_day_date,
+        d.plan_id,
+        "manual" if d.is_manual_override else "",
+        "yes" if d.is_authoritative else "no",
+        d.supersedes_id,
+        render.when(d.resolved_utc_ms, local) if d.resolved_utc_ms else "",
+        str(len(d.slots)),
+        d.override_record_id,
+    ]
+
+
+DAY_HEADERS = ["ID", "DATE", "PLAN", "MANUAL", "AUTHORITATIVE", "SUPERSEDES", "RESOLVED", "SLOTS", "RECORD"]
+
+
+def cmd_days(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.history:
+        hist = ctl.call(
+            ctl.days.ListScheduleDayHistory,
+            sd.ListScheduleDayHistoryRequest(channel_id=a.channel, programming_day_date=a.date),
+        )
+        ctl.emit(
+            hist, lambda: render.table(DAY_HEADERS, [_day_row(d, ctl.local) for d in hist.schedule_days])
+        )
+        return 0
+    got = ctl.call(
+        ctl.days.GetScheduleDay, sd.GetScheduleDayRequest(channel_id=a.channel, programming_day_date=a.date)
+    )
+
+    def human() -> str:
+        d = got.schedule_day
+        slots = [
+            [
+                render.when(s.start_utc_ms, ctl.local),
+                render.when(s.end_utc_ms, ctl.local),
+                s.program_id,
+                s.title,
+            ]
+            for s in d.slots
+        ]
+        return (
+            render.table(DAY_HEADERS, [_day_row(d, ctl.local)])
+            + "\n\n"
+            + render.table(["START", "END", "PROGRAM", "TITLE"], slots)
+        )
+
+    ctl.emit(got, human)
+    return 0
+
+
+def cmd_store_day(ctl: Ctl) -> int:
+    a = ctl.args
+    value = _load_json(a.file)
+    if isinstance(value, dict) and "schedule_day" in value:
+        req = _parse(value, sd.StoreScheduleDayRequest(), a.file)
+    else:
+        req = sd.StoreScheduleDayRequest(schedule_day=_parse(value, pb.ScheduleDay(), a.file))
+    if a.reason:
+        req.reason_code = a.reason
+    result = ctl.call(ctl.days.StoreScheduleDay, req)
+    if ctl.json:
+        ctl.out(render.to_json(result))
+    if not result.ok:
+        _refusal(pb.ErrorCode.Name(result.error_code), result.error_detail)
+    if not ctl.json:
+        d = result.schedule_day
+        ctl.out(f"stored ScheduleDay {d.id} for {d.channel_id} {d.programming_day_date} (plan {d.plan_id})")
+    return 0
+
+
+def _event_line(ev: pb.WindowEvent, local: bool) -> tuple[str, int]:
+    """One human line per event, and the generation it brings the watcher to (0: none)."""
+    kind = ev.WhichOneof("event")
+    if kind == "snapshot":
+        s = ev.snapshot
+        flags = "".join([", reset" if s.reset else "", ", complete" if s.complete else ""])
+        blocks = " ".join(e.block_id for e in s.entries)
+        return (
+            f"{render.when(s.now_utc_ms, local)}  snapshot    generation {s.channel_generation_id}, "
+            f"{len(s.entries)} entries, locked until {render.when(s.locked_until_utc_ms, local)}{flags}"
+            f"{': ' + blocks if blocks else ''}",
+            s.channel_generation_id if s.complete else 0,
+        )
+    if kind == "replaced":
+        r = ev.replaced
+        override = f", override {r.override_record_id}" if r.operator_override else ""
+        return (
+            f"{render.when(r.committed_utc_ms, local)}  replaced    generation {r.generation_id} "
+            f"(after {r.previous_generation_id}) [{render.when(r.range_start_utc_ms, local)}, "
+            f"{render.when(r.range_end_utc_ms, local)}) reason {r.reason_code or '-'}{override}: "
+            + (" ".join(e.block_id for e in r.entries) or "(no entries)"),
+            r.generation_id,
+        )
+    p = ev.progress
+    return (
+        f"{render.when(p.now_utc_ms, local)}  progress    generation {p.channel_generation_id}, "
+        f"locked until {render.when(p.locked_until_utc_ms, local)}",
+        0,
+    )
+
+
+def cmd_watch(ctl: Ctl) -> int:
+    a = ctl.args
+    stream = ctl.windows.WatchWindow(
+        ew.WatchWindowRequest(channel_id=a.channel, after_generation_id=a.after), metadata=ctl.md
+    )
+    last = a.after
+    # Ctrl-C ends the watch even when started where SIGINT was ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for ev in stream:
+            if ev.WhichOneof("event") == "progress" and not a.progress:
+                continue
+            line, generation = _event_line(ev, ctl.local)
+            last = generation or last
+            ctl.out(render.to_json(ev, indent=None) if ctl.json else line)
+    except KeyboardInterrupt:
+        stream.cancel()
+        return 0
+    except grpc.RpcError as exc:
+        if exc.code() in TRANSPORT and last:
+            print(f"{PROG}: resume with: watch {a.channel} --after {last}", file=sys.stderr)
+        raise
+    return 0
+
+
+def cmd_verify(ctl: Ctl) -> int:
+    reply = ctl.call(
+        ctl.audit.VerifyIntegrity, audit.VerifyIntegrityRequest(channel_id=ctl.args.channel or "")
+    )
+    rows = [
+        [
+            audit.IntegrityViolationKind.Name(v.kind).removeprefix("INTEGRITY_VIOLATION_KIND_"),
+            v.channel_id,
+            v.detail,
+        ]
+        for v in reply.violations
+    ]
+    ctl.emit(reply, lambda: render.table(["KIND", "CHANNEL", "DETAIL"], rows) if rows else "no violations")
+    if reply.violations:
+        print(f"{PROG}: {len(reply.violations)} violation(s) found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_clock(ctl: Ctl) -> int:
+    a = ctl.args
+    reply: Any
+    if a.clock_command == "get":
+        reply = ctl.call(ctl.clock.GetTime, clk.GetTimeRequest())
+        mode = " (manual clock)" if reply.manual else " (system clock)"
+    elif a.clock_command == "set":
+        reply = ctl.call(ctl.clock.SetTime, clk.SetTimeRequest(now_utc_ms=ctl.time(a.time)))
+        mode = ""
+    else:
+        reply = ctl.call(ctl.clock.AdvanceTime, clk.AdvanceTimeRequest(delta_ms=parse_duration(a.duration)))
+        mode = ""
+    ctl.emit(reply, lambda: f"now {render.when(reply.now_utc_ms, ctl.local)}{mode}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("connection and output (also accepted after the command)")
+    g.add_argument("--server", help="host:port (env PLAYLOG_SERVER; default 127.0.0.1:50051)")
+    g.add_argument("--token", help="bearer token (env PLAYLOG_TOKEN)")
+    g.add_argument("--ca-cert", dest="ca_cert", help="CA certificate, PEM: use TLS (env PLAYLOG_CA_CERT)")
+    g.add_argument(
+        "--client-cert", dest="client_cert", help="client certificate, PEM (env PLAYLOG_CLIENT_CERT)"
+    )
+    g.add_argument("--client-key", dest="client_key", help="client key, PEM (env PLAYLOG_CLIENT_KEY)")
+    g.add_argument(
+        "--context", help="context of the config file (PLAYLOG_CTL_CONFIG, ~/.config/playlog/ctl.toml)"
+    )
+    g.add_argument("--timeout", type=float, help="seconds per call (default 10)")
+    g.add_argument(
+        "-o", "--output", choices=["table", "json"], help="table (default) or json (protobuf JSON)"
+    )
+    g.add_argument("--local", action="store_true", help="show times in local time too")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _global_options(common)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[Ctl], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    add("channels", cmd_channels, "list the channels")
+    p = add("declare", cmd_declare, "declare a channel, or change its locked window (operator)")
+    p.add_argument("channel")
+    p.add_argument("--lock", required=True, help="locked window depth, e.g. 1h")
+    p.add_argument("--reason", help="reason code (needed to change a declared channel's lock)")
+
+    p = add("window", cmd_window, "the entries of a time range, each with its status")
+    p.add_argument("channel")
+    p.add_argument("--from", dest="start", default="now", help="start (default now)")
+    p.add_argument("--to", dest="end", default="+6h", help="end (default +6h)")
+
+    p = add("now", cmd_now, "on air, next, time to lock, runway")
+    p.add_argument("channel")
+    p.add_argument("--horizon", default="7d", help="how far ahead to look for the runway (default 7d)")
+
+    p = add("publish", cmd_publish, "PublishAtomicReplace from a file (protobuf JSON of the request)")
+    p.add_argument("-f", "--file", required=True, help="PublishAtomicReplaceRequest as JSON (- for stdin)")
+    p.add_argument("--override", action="store_true", help="operator override (needs --reason)")
+    p.add_argument("--reason", help="reason code")
+
+    p = add("replace", cmd_replace, "ReplaceEntry: replace one block with the entry of a file")
+    p.add_argument("channel")
+    p.add_argument("block")
+    p.add_argument("-f", "--file", required=True, help="ExecutionEntry as JSON (- for stdin)")
+    p.add_argument("--override", action="store_true", help="operator override (needs --reason)")
+    p.add_argument("--reason", help="reason code")
+
+    p = add("cut", cmd_cut, "cut the entry on air at TIME and air the file's entries from there (override)")
+    p.add_argument("channel")
+    p.add_argument("--at", required=True, help="the cut, inside the entry on air, at or after now")
+    p.add_argument("-f", "--file", required=True, help="JSON list of ExecutionEntry starting at --at")
+    p.add_argument("--reason", required=True, help="reason code")
+
+    p = add("records", cmd_records, "override records, all pages")
+    p.add_argument("channel", nargs="?", help="only this channel")
+    p.add_argument("--page-size", type=int, default=100, help="records per call (default 100)")
+
+    p = add("days", cmd_days, "a channel's ScheduleDay for a date, or every version of it")
+    p.add_argument("channel")
+    p.add_argument("date", help="programming day, YYYY-MM-DD")
+    p.add_argument("--history", action="store_true", help="every version, newest first")
+
+    p = add("store-day", cmd_store_day, "store a ScheduleDay from a file")
+    p.add_argument("-f", "--file", required=True, help="ScheduleDay (or StoreScheduleDayRequest) as JSON")
+    p.add_argument("--reason", help="reason code")
+
+    p = add("watch", cmd_watch, "follow a channel as a live log, one line per event (Ctrl-C ends)")
+    p.add_argument("channel")
+    p.add_argument("--after", type=int, default=0, help="resume after this generation")
+    p.add_argument("--progress", action="store_true", help="show progress heartbeats too")
+
+    p = add("verify", cmd_verify, "run the integrity audit on the server (exit 1 when anything is found)")
+    p.add_argument("channel", nargs="?", help="only this channel")
+
+    p = add("clock", cmd_clock, "read or move the server's clock (moving needs the manual clock)")
+    clock = p.add_subparsers(dest="clock_command", required=True, metavar="get|set|advance")
+    clock.add_parser("get", help="the server's now", parents=[common])
+    clock.add_parser("set", help="set the manual clock", parents=[common]).add_argument("time")
+    clock.add_parser("advance", help="advance the manual clock", parents=[common]).add_argument("duration")
+
+    p = sub.add_parser("completion", help="print a shell completion script", parents=[common])
+    p.add_argument("shell", choices=["bash"])
+    return parser
+
+
+# -- errors and exit status -------------------------------------------------------------------
+
+
+def _explain(exc: grpc.RpcError) -> str:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    text = f"{code.name if code else 'ERROR'}: {details}"
+    if code == grpc.StatusCode.INVALID_ARGUMENT and isinstance(exc, grpc.Call):
+        try:
+            from google.rpc import error_details_pb2
+            from grpc_status import rpc_status
+
+            status = rpc_status.from_call(exc)
+            for d in status.details if status else []:
+                bad = error_details_pb2.BadRequest()
+                if d.Unpack(bad):
+                    for v in bad.field_violations:
+                        line = f"{v.field}: {v.description}"
+                        if line not in details:
+                            text += f"\n  {line}"
+        except Exception:  # the details are a courtesy; the status already says it all
+            pass
+    return text
+
+
+# Options whose value may start with "-" (a relative time such as -2h), which
+# argparse would otherwise take for an option.
+_TIME_OPTIONS = {"--from", "--to", "--at"}
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for tok in it:
+        if tok in _TIME_OPTIONS:
+            value = next(it, None)
+            out.append(tok if value is None else f"{tok}={value}")
+        else:
+            out.append(tok)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    if args.command == "completion":
+        print(bash_completion(parser))
+        return 0
+    ctl: Ctl | None = None
+    try:
+        ctl = Ctl(args, resolve(args))
+        return int(args.func(ctl))
+    except (UsageError, BadValue) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except Refused:
+        return 1
+    except grpc.RpcError as exc:
+        print(f"{PROG}: {_explain(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, grpc.Call) and exc.code() in TRANSPORT else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if ctl is not None:
+            ctl.channel.close()
