@@ -8,17 +8,25 @@ import datetime
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from playlog import auth
 from playlog.ctl.timefmt import BadValue, human_duration, iso_utc, parse_duration, parse_time
+from tests import test_tls
 from tests.builders import HOUR, MINUTE, T0
+from tests.test_auth import Principal, write_auth_file
 from tests.test_served_process import BIN, Served, free_port
+from tests.test_tls import PRINCIPALS, Certs
+
+tls_certs = test_tls.certs  # the module-scoped fixture, here named tls_certs
 
 PLAYLOG = str(BIN / "playlog")
 H2 = T0 + 2 * HOUR  # 02:00, where the published day begins
@@ -385,3 +393,69 @@ def test_bash_completion_script_names_every_command(tmp_path: Path) -> None:
         "clock",
     ):
         assert f"        {command}) words=" in script
+
+
+def test_the_token_is_sent_as_bearer_and_the_servers_refusals_exit_1(tmp_path: Path) -> None:
+    reader, operator = auth.new_token(), auth.new_token()
+    auth_file = write_auth_file(
+        tmp_path / "auth.toml",
+        [Principal("reader-1", ["reader"], token=reader), Principal("desk", ["operator"], token=operator)],
+    )
+    server = Served(tmp_path / "data", free_port(), "--auth-file", str(auth_file))
+    try:
+        ctl = Ctl(server.address, tmp_path)
+        anonymous = ctl("channels")
+        assert anonymous.returncode == 1 and anonymous.stderr.startswith("playlog ctl: UNAUTHENTICATED: ")
+        assert ctl.ok("channels", "--token", reader).startswith("CHANNEL")
+        denied = ctl("declare", "news", "--lock", "1h", env=clean_env(tmp_path, PLAYLOG_TOKEN=reader))
+        assert denied.returncode == 1 and denied.stderr.startswith("playlog ctl: PERMISSION_DENIED: ")
+        config = tmp_path / "ctl.toml"
+        config.write_text(f'[contexts.desk]\nserver = "{server.address}"\ntoken = "{operator}"\n')
+        env = clean_env(tmp_path, PLAYLOG_CTL_CONFIG=str(config))
+        declared = subprocess.run(
+            [PLAYLOG, "ctl", "--context", "desk", "declare", "news", "--lock", "1h"],
+            capture_output=True, text=True, timeout=30, check=False, env=env,
+        )  # fmt: skip
+        assert declared.returncode == 0, declared.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_mutual_tls_from_flags_and_environment(tmp_path: Path, tls_certs: Certs) -> None:
+    certs = tls_certs
+    address = f"127.0.0.1:{free_port()}"
+    auth_file = write_auth_file(tmp_path / "auth.toml", PRINCIPALS.values())
+    log = (tmp_path / "server.log").open("ab")
+    proc = subprocess.Popen(
+        [PLAYLOG, "serve", "--data-dir", str(tmp_path / "data"), "--listen", address,
+         "--auth-file", str(auth_file), "--tls-cert", str(certs.server_cert), "--tls-key",
+         str(certs.server_key), "--tls-client-ca", str(certs.ca)],
+        stdout=subprocess.DEVNULL, stderr=log,
+    )  # fmt: skip
+    try:
+        ctl = Ctl(address, tmp_path)
+        scheduler = ["--ca-cert", str(certs.ca), "--client-cert", str(certs.clients["scheduler"][0]),
+                     "--client-key", str(certs.clients["scheduler"][1])]  # fmt: skip
+        deadline = time.monotonic() + 30
+        while (listed := ctl("channels", *scheduler, "--timeout", "1")).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, listed.stderr
+        assert listed.stdout.startswith("CHANNEL")
+        denied = ctl("declare", "news", "--lock", "1h", *scheduler)
+        assert denied.returncode == 1 and denied.stderr.startswith("playlog ctl: PERMISSION_DENIED: ")
+        cert, key = certs.clients["operator"]
+        env = clean_env(
+            tmp_path,
+            PLAYLOG_CA_CERT=str(certs.ca),
+            PLAYLOG_CLIENT_CERT=str(cert),
+            PLAYLOG_CLIENT_KEY=str(key),
+        )
+        declared = ctl("declare", "news", "--lock", "1h", env=env)
+        assert declared.returncode == 0, declared.stderr
+        # Without a client certificate the handshake fails: a transport error.
+        no_cert = ctl("channels", "--ca-cert", str(certs.ca), "--timeout", "3")
+        assert no_cert.returncode == 2 and no_cert.stderr.startswith("playlog ctl: UNAVAILABLE: ")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
