@@ -217,9 +217,19 @@ def test_cut_ends_the_entry_on_air_at_the_cut_and_airs_the_new_entries(ctl: Ctl)
             "segments": [segment("Newsflash", 15 * MINUTE, "live")],
         }
     ]
-    out = ctl.ok(
-        "cut", "news", "--at", "+5m", "-f", ctl.file("flash.json", flash), "--reason", "BREAKING_NEWS"
+    path = ctl.file("flash.json", flash)
+    # A dry run says what the cut would do and writes nothing.
+    dry = ctl.ok("cut", "news", "--at", "+5m", "-f", path, "--reason", "BREAKING_NEWS", "--dry-run")
+    assert dry.startswith("dry run: nothing written; it would publish generation 2")
+    would_write = dry.split("would write:\n")[1].splitlines()[1:]
+    assert [line.split()[:3] for line in would_write] == [
+        ["news-0", iso(H2), iso(H2 + 15 * MINUTE)],
+        ["flash-0215", iso(H2 + 15 * MINUTE), iso(H2 + 30 * MINUTE)],
+    ]
+    assert rows(ctl.ok("window", "news", "--from", iso(H2), "--to", iso(H2 + HOUR)))["news-0"][2] == iso(
+        H2 + 30 * MINUTE
     )
+    out = ctl.ok("cut", "news", "--at", "+5m", "-f", path, "--reason", "BREAKING_NEWS")
     assert out.startswith("published generation 2, override record ")
     by_block = rows(ctl.ok("window", "news", "--from", iso(H2), "--to", iso(H2 + HOUR)))
     assert by_block["news-0"][:3] == ["on-air", iso(H2), iso(H2 + 15 * MINUTE)]

@@ -138,9 +138,23 @@ def _publish_result(ctl: Ctl, result: pb.PublishResult) -> int:
         ctl.out(render.to_json(result))
     if not result.ok:
         _refusal(pb.ErrorCode.Name(result.error_code), result.error_detail)
-    if not ctl.json:
-        record = f", override record {result.override_record_id}" if result.override_record_id else ""
-        ctl.out(f"published generation {result.published_generation_id}{record}")
+    if ctl.json:
+        return 0
+    if result.validate_only:
+        ctl.out(f"dry run: nothing written; it would publish generation {result.published_generation_id}")
+        superseded = [
+            [e.block_id, str(e.generation_id), iso_utc(e.start_utc_ms), iso_utc(e.end_utc_ms)]
+            for e in result.would_supersede
+        ]
+        ctl.out("would supersede:\n" + render.table(["BLOCK", "GEN", "START", "END"], superseded))
+        written = [
+            [e.block_id, iso_utc(e.start_utc_ms), iso_utc(e.end_utc_ms), render.title_of(e)]
+            for e in result.would_write
+        ]
+        ctl.out("would write:\n" + render.table(["BLOCK", "START", "END", "TITLE"], written))
+        return 0
+    record = f", override record {result.override_record_id}" if result.override_record_id else ""
+    ctl.out(f"published generation {result.published_generation_id}{record}")
     return 0
 
 
@@ -296,6 +310,8 @@ def _override_flags(req: Any, a: argparse.Namespace) -> None:
         req.reason_code = a.reason
     if req.operator_override and not req.reason_code:
         raise UsageError("an override needs --reason")
+    if a.dry_run:
+        req.validate_only = True
 
 
 def cmd_replace(ctl: Ctl) -> int:
@@ -325,6 +341,7 @@ def cmd_cut(ctl: Ctl) -> int:
         entries=entries,
         operator_override=True,
         reason_code=a.reason,
+        validate_only=a.dry_run,
     )
     return _publish_result(ctl, ctl.call(ctl.windows.PublishAtomicReplace, req))
 
@@ -593,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("publish", cmd_publish, "PublishAtomicReplace from a file (protobuf JSON of the request)")
     p.add_argument("-f", "--file", required=True, help="PublishAtomicReplaceRequest as JSON (- for stdin)")
+    p.add_argument("--dry-run", action="store_true", help="check only (validate_only): say what it would do")
     p.add_argument("--override", action="store_true", help="operator override (needs --reason)")
     p.add_argument("--reason", help="reason code")
 
@@ -600,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.add_argument("block")
     p.add_argument("-f", "--file", required=True, help="ExecutionEntry as JSON (- for stdin)")
+    p.add_argument("--dry-run", action="store_true", help="check only (validate_only): say what it would do")
     p.add_argument("--override", action="store_true", help="operator override (needs --reason)")
     p.add_argument("--reason", help="reason code")
 
@@ -607,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.add_argument("--at", required=True, help="the cut, inside the entry on air, at or after now")
     p.add_argument("-f", "--file", required=True, help="JSON list of ExecutionEntry starting at --at")
+    p.add_argument("--dry-run", action="store_true", help="check only (validate_only): say what it would do")
     p.add_argument("--reason", required=True, help="reason code")
 
     p = add("records", cmd_records, "override records, all pages")
