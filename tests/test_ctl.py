@@ -221,11 +221,13 @@ def test_cut_ends_the_entry_on_air_at_the_cut_and_airs_the_new_entries(ctl: Ctl)
     # A dry run says what the cut would do and writes nothing.
     dry = ctl.ok("cut", "news", "--at", "+5m", "-f", path, "--reason", "BREAKING_NEWS", "--dry-run")
     assert dry.startswith("dry run: nothing written; it would publish generation 2")
-    would_write = dry.split("would write:\n")[1].splitlines()[1:]
-    assert [line.split()[:3] for line in would_write] == [
-        ["news-0", iso(H2), iso(H2 + 15 * MINUTE)],
-        ["flash-0215", iso(H2 + 15 * MINUTE), iso(H2 + 30 * MINUTE)],
-    ]
+    # As a diff of the window: the entry on air cut (~), the new entry added (+).
+    diff = [line.split()[:6] for line in dry.splitlines()[2:]]
+    assert diff == [
+        ["~", "news-0", "1->2", iso(H2), iso(H2 + 30 * MINUTE), "->"],
+        ["+", "flash-0215", "2", iso(H2 + 15 * MINUTE), iso(H2 + 30 * MINUTE), "Newsflash"],
+    ], dry
+    assert f"-> {iso(H2 + 15 * MINUTE)} (cut)" in dry.splitlines()[2]
     assert rows(ctl.ok("window", "news", "--from", iso(H2), "--to", iso(H2 + HOUR)))["news-0"][2] == iso(
         H2 + 30 * MINUTE
     )

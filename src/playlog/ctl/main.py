@@ -142,20 +142,34 @@ def _publish_result(ctl: Ctl, result: pb.PublishResult) -> int:
         return 0
     if result.validate_only:
         ctl.out(f"dry run: nothing written; it would publish generation {result.published_generation_id}")
-        superseded = [
-            [e.block_id, str(e.generation_id), iso_utc(e.start_utc_ms), iso_utc(e.end_utc_ms)]
-            for e in result.would_supersede
-        ]
-        ctl.out("would supersede:\n" + render.table(["BLOCK", "GEN", "START", "END"], superseded))
-        written = [
-            [e.block_id, iso_utc(e.start_utc_ms), iso_utc(e.end_utc_ms), render.title_of(e)]
-            for e in result.would_write
-        ]
-        ctl.out("would write:\n" + render.table(["BLOCK", "START", "END", "TITLE"], written))
+        ctl.out(render.table(["", "BLOCK", "GEN", "START", "END", "TITLE"], _window_diff(result)))
         return 0
     record = f", override record {result.override_record_id}" if result.override_record_id else ""
     ctl.out(f"published generation {result.published_generation_id}{record}")
     return 0
+
+
+def _window_diff(result: pb.PublishResult) -> list[list[str]]:
+    """What a dry run would do to the window, as a diff: `-` an entry removed,
+    `~` the entry on air cut (same block, ending earlier), `+` an entry added."""
+    written = {e.block_id: e for e in result.would_write}
+    rows: list[list[str]] = []
+    for old in result.would_supersede:
+        kept = written.get(old.block_id)
+        if kept is not None and kept.start_utc_ms == old.start_utc_ms and kept.end_utc_ms < old.end_utc_ms:
+            rows.append(
+                ["~", old.block_id, f"{old.generation_id}->{kept.generation_id}", iso_utc(old.start_utc_ms),
+                 f"{iso_utc(old.end_utc_ms)} -> {iso_utc(kept.end_utc_ms)} (cut)", render.title_of(kept)]
+            )  # fmt: skip
+        else:
+            rows.append(["-", old.block_id, str(old.generation_id), iso_utc(old.start_utc_ms),
+                         iso_utc(old.end_utc_ms), ""])  # fmt: skip
+    cut = {r[1] for r in rows if r[0] == "~"}
+    for e in result.would_write:
+        if e.block_id not in cut:
+            start, end = iso_utc(e.start_utc_ms), iso_utc(e.end_utc_ms)
+            rows.append(["+", e.block_id, str(e.generation_id), start, end, render.title_of(e)])
+    return rows
 
 
 def _refusal(code: str, detail: str) -> None:
