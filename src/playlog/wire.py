@@ -51,9 +51,7 @@ def field_bytes(number: int, payload: bytes) -> bytes:
 def repeated(number: int, payloads: Iterable[bytes]) -> bytes:
     tag = varint(number << 3 | 2)
     small = _SMALL_VARINTS
-    return b"".join(
-        tag + (small[n] if (n := len(p)) < 16384 else _encode_varint(n)) + p for p in payloads
-    )
+    return b"".join(tag + (small[n] if (n := len(p)) < 16384 else _encode_varint(n)) + p for p in payloads)
 
 
 def entry_to_pb(entry: Entry) -> pb.ExecutionEntry:
