@@ -92,26 +92,26 @@ def log_malformed(
     operator_override: bool,
     mutation_source: str,
 ) -> None:
-    emit(
-        violations_log,
-        logging.WARNING,
-        "mutation_rejected",
-        invariant=MALFORMED_TAG,
-        error_code="INVALID_ARGUMENT",
-        rpc=rpc,
+    _log_refused_input(
+        rpc,
+        mutation_source,
+        str(error),
+        operator_override,
         channel_id=channel_id,
-        operator_override=operator_override,
-        mutation_source=mutation_source,
-        lock_boundary_T=None,
-        fault_class="operator" if operator_override else "planning",
         field_violations=[{"field": v.field, "rule": v.rule} for v in error.violations],
-        detail=str(error),
     )
 
 
 def log_unreadable_request(rpc: str, message_type: str, detail: str, mutation_source: str) -> None:
     """A request body that does not parse as its message type: a refusal like
     any malformed request (a warning, no traceback)."""
+    _log_refused_input(rpc, mutation_source, detail, False, message_type=message_type)
+
+
+def _log_refused_input(
+    rpc: str, mutation_source: str, detail: str, operator_override: bool, **fields: Any
+) -> None:
+    """Malformed input, refused before any rule ran: one violation event."""
     emit(
         violations_log,
         logging.WARNING,
@@ -119,9 +119,10 @@ def log_unreadable_request(rpc: str, message_type: str, detail: str, mutation_so
         invariant=MALFORMED_TAG,
         error_code="INVALID_ARGUMENT",
         rpc=rpc,
-        message_type=message_type,
+        operator_override=operator_override,
         mutation_source=mutation_source,
         lock_boundary_T=None,
-        fault_class="planning",
+        fault_class="operator" if operator_override else "planning",
         detail=detail,
+        **fields,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 from playlog.domain.model import (
     Channel,
     Entry,
@@ -57,6 +60,44 @@ def publish_result(
     )
 
 
+def dry_run_result(
+    generation_id: int, superseded: Iterable[_Span], payloads: Iterable[bytes]
+) -> pb.PublishResult:
+    """What a write would do (validate_only): nothing was written."""
+    return pb.PublishResult(
+        ok=True,
+        published_generation_id=generation_id,
+        validate_only=True,
+        would_supersede=superseded_to_pb(superseded),
+        would_write=[pb.ExecutionEntry.FromString(p) for p in payloads],
+    )
+
+
+class _Span(Protocol):
+    """An entry as a superseded entry names it."""
+
+    @property
+    def block_id(self) -> str: ...
+    @property
+    def generation_id(self) -> int: ...
+    @property
+    def start_utc_ms(self) -> int: ...
+    @property
+    def end_utc_ms(self) -> int: ...
+
+
+def superseded_to_pb(entries: Iterable[_Span]) -> list[pb.SupersededEntry]:
+    return [
+        pb.SupersededEntry(
+            block_id=e.block_id,
+            generation_id=e.generation_id,
+            start_utc_ms=e.start_utc_ms,
+            end_utc_ms=e.end_utc_ms,
+        )
+        for e in entries
+    ]
+
+
 def override_record_to_pb(record: OverrideRecord) -> pb.OverrideRecord:
     return pb.OverrideRecord(
         id=record.id,
@@ -64,15 +105,7 @@ def override_record_to_pb(record: OverrideRecord) -> pb.OverrideRecord:
         channel_id=record.channel_id,
         target=record.target,
         superseded=pb.Superseded(
-            entries=[
-                pb.SupersededEntry(
-                    block_id=s.block_id,
-                    generation_id=s.generation_id,
-                    start_utc_ms=s.start_utc_ms,
-                    end_utc_ms=s.end_utc_ms,
-                )
-                for s in record.superseded_entries
-            ],
+            entries=superseded_to_pb(record.superseded_entries),
             schedule_day_id=record.superseded_schedule_day_id,
             previous_locked_window_ms=record.previous_locked_window_ms,
         ),

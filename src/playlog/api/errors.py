@@ -12,6 +12,7 @@ import logging
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -43,12 +44,16 @@ def refused_status(rejection: Rejection) -> grpc.Status:
     """INTERNAL (the store failed; nothing changed) with the ErrorCode as an
     ErrorInfo reason (AIP-193), so a client can tell it apart."""
     code = f"ERROR_CODE_{rejection.code.value}"
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=code, domain="playlog.v1"))
+    info = error_details_pb2.ErrorInfo(reason=code, domain="playlog.v1")
+    return _status(code_pb2.INTERNAL, f"{code}: {rejection.detail}", info)
+
+
+def _status(code: int, message: str, detail: Message) -> grpc.Status:
+    """A status with one google.rpc detail (AIP-193); the message cut to fit."""
+    packed = any_pb2.Any()
+    packed.Pack(detail)
     status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(
-            code=code_pb2.INTERNAL, message=clip_message(f"{code}: {rejection.detail}"), details=[detail]
-        )
+        status_pb2.Status(code=code, message=clip_message(message), details=[packed])
     )
     return status
 
@@ -78,20 +83,14 @@ def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
         used += size
     if len(shown) < len(violations):
         shown.append(("", f"… and {len(violations) - len(shown)} more"))
-    detail = any_pb2.Any()
-    detail.Pack(
-        error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
-                for field, rule in shown
-            ]
-        )
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=rule)
+            for field, rule in shown
+        ]
     )
-    message = clip_message("; ".join(f"{field}: {rule}" if field else rule for field, rule in shown))
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail])
-    )
-    return status
+    message = "; ".join(f"{field}: {rule}" if field else rule for field, rule in shown)
+    return _status(code_pb2.INVALID_ARGUMENT, message, bad_request)
 
 
 def clip(text: str, limit: int) -> str:

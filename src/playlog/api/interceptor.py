@@ -275,21 +275,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 )
                 raise
 
-    def _recheck(self, method: str, request: object, context: Context, seen: int) -> int:
-        """For long streams: re-authenticates the caller after an auth file reload."""
-        credentials = self._credentials
-        if credentials is None:
-            return seen
-        credentials.refresh()
-        if credentials.version != seen:
-            seen = credentials.version
-            current_principal.set(self.authenticate(method, request, context))
-        return seen
-
     def _guard(self, method: str, request: object, context: Context) -> Callable[[], None] | None:
-        """For a stream the servicer writes itself: call before each event to
-        re-authenticate the caller after an auth file reload (Refusal if it may
-        no longer make the call)."""
+        """For a long stream: call before each event to re-authenticate the
+        caller after an auth file reload (Refusal if it may no longer make the
+        call); None without auth."""
         credentials = self._credentials
         if credentials is None:
             return None
@@ -297,7 +286,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         def guard() -> None:
             nonlocal seen
-            seen = self._recheck(method, request, context, seen)
+            credentials.refresh()
+            if credentials.version != seen:
+                seen = credentials.version
+                current_principal.set(self.authenticate(method, request, context))
 
         return guard
 
@@ -350,10 +342,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             stream: AsyncIterator[Any] | None = None
             try:
                 self._admit(method, checked, context)
-                seen = self._credentials.version if self._credentials is not None else 0
+                guard = self._guard(method, checked, context)
                 stream = behavior(request, context)
                 async for item in stream:
-                    seen = self._recheck(method, checked, context, seen)
+                    if guard is not None:
+                        guard()
                     yield item
             except Refusal as refusal:
                 status = refusal.code.name

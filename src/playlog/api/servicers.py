@@ -97,22 +97,8 @@ def _principal() -> str:
 def _publish_result(outcome: PublishOutcome, rpc: str, override: bool) -> pb.PublishResult:
     if outcome.dry_run is not None:
         # What the write would do; nothing was written, nothing is counted.
-        plan = outcome.dry_run.plan
-        return pb.PublishResult(
-            ok=True,
-            published_generation_id=plan.generation_id,
-            validate_only=True,
-            would_supersede=[
-                pb.SupersededEntry(
-                    block_id=e.block_id,
-                    generation_id=e.generation_id,
-                    start_utc_ms=e.start_utc_ms,
-                    end_utc_ms=e.end_utc_ms,
-                )
-                for e in plan.superseded
-            ],
-            would_write=[pb.ExecutionEntry.FromString(p) for p in outcome.dry_run.record.payloads],
-        )
+        dry = outcome.dry_run
+        return convert.dry_run_result(dry.plan.generation_id, dry.plan.superseded, dry.record.payloads)
     if outcome.rejection is not None:
         metrics.REJECTIONS.labels(rpc, outcome.rejection.code.value).inc()
     else:

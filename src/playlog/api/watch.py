@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,16 +167,12 @@ class WatchHub:
 
     def _clock_moved(self) -> None:
         for subs in self._subscribers.values():
-            for sub in subs:
-                sub.progress_due = True
-                sub.wakeup.set()
+            _progress_due(subs)
 
     def _lock_depth_changed(self, channel_id: str, locked_window_ms: int) -> None:
         """Every watcher of the channel hears the new locked_until at once."""
         self._lock_depth[channel_id] = locked_window_ms
-        for sub in self._subscribers.get(channel_id, ()):
-            sub.progress_due = True
-            sub.wakeup.set()
+        _progress_due(self._subscribers.get(channel_id, ()))
 
     def subscribe(self, channel_id: str) -> Subscriber:
         sub = Subscriber(channel_id, self.max_pending)
@@ -333,9 +329,7 @@ class WatchHub:
         if not group:
             self._tick_groups.pop(interval, None)  # nobody left: the ticker stops
             return
-        for sub in group:
-            sub.progress_due = True
-            sub.wakeup.set()
+        _progress_due(group)
         asyncio.get_running_loop().call_later(interval, self._tick, interval)
 
     def _progress(self, channel_id: str, generation: int) -> bytes:
@@ -393,6 +387,13 @@ class WatchHub:
                 last = record.generation_id
             if len(records) < REPLAY_BATCH:
                 return last
+
+
+def _progress_due(subscribers: Iterable[Subscriber]) -> None:
+    """A tick, a clock move or a change of lock depth: each sends a progress event."""
+    for sub in subscribers:
+        sub.progress_due = True
+        sub.wakeup.set()
 
 
 def _validate(request: ew_pb.WatchWindowRequest) -> None:

@@ -8,12 +8,11 @@ them on a thread pool so the event loop never waits on disk.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -206,12 +205,9 @@ class Playlog:
         nothing and is logged with its evidence; a storage failure of a write
         that carries an override record is OVERRIDE_RECORD_PERSIST_FAILED (the
         record and its artifact commit together, so neither exists)."""
-        deadline = call_deadline.get()
         state = {"now": 0, "carries_record": operator_override}
 
         def job(w: WriteView) -> _R:
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded(f"{rpc}: the deadline passed before the write could start")
             # "now" is read under the write lock: the windows it defines hold
             # for the whole decision and commit.
             now = state["now"] = self.clock.now_utc_ms()
@@ -231,8 +227,7 @@ class Playlog:
         try:
             if validate is not None:
                 validate()
-            with metrics.store_commit(rpc):
-                return self.store.run_write(job, after_commit)
+            return self._run_write(rpc, job, after_commit)
         except _Refused as refused:
             if not dry_run:  # a dry run attempts no change: nothing to log
                 self._log(refused.rejection, rpc, channel_id, operator_override, principal, state["now"])
@@ -431,14 +426,21 @@ class Playlog:
             )
         return dataclasses.replace(committed, encoded_event=encoded)
 
-    @contextlib.contextmanager
-    def _writing(self, operation: str) -> Iterator[WriteView]:
-        """One store write transaction, timed for the commit-latency metric."""
-        with metrics.store_commit(operation), self.store.write() as w:
-            deadline = call_deadline.get()
+    def _run_write(
+        self, operation: str, fn: Callable[[WriteView], _R], after_commit: Callable[[_R], None] | None = None
+    ) -> _R:
+        """fn in a (group-committed) store write, timed for the commit-latency
+        metric; a write whose caller's deadline passed while it waited gives up
+        unchanged, so a caller told DEADLINE_EXCEEDED never finds it committed."""
+        deadline = call_deadline.get()
+
+        def within_deadline(w: WriteView) -> _R:
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceeded(f"{operation}: the deadline passed before the write could start")
-            yield w
+            return fn(w)
+
+        with metrics.store_commit(operation):
+            return self.store.run_write(within_deadline, after_commit)
 
     def _persist_record(self, w: WriteView, record: OverrideRecord) -> None:
         try:
@@ -620,14 +622,15 @@ class Playlog:
     # -- the manual clock -------------------------------------------------------------
 
     def save_manual_clock(self, now_utc_ms: int) -> None:
-        with self._writing("manual_clock") as w:
+        def save(w: WriteView) -> None:
             w.save_manual_clock_utc_ms(now_utc_ms)
             w.note_acted_at(now_utc_ms)
 
+        self._run_write("manual_clock", save)
+
     def note_acted_at(self, now_utc_ms: int) -> None:
         """Keeps `now_utc_ms` as the clock's floor (clean shutdown)."""
-        with self._writing("clock_floor") as w:
-            w.note_acted_at(now_utc_ms)
+        self._run_write("clock_floor", lambda w: w.note_acted_at(now_utc_ms))
 
     # -- watching ------------------------------------------------------------------
 

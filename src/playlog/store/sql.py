@@ -3,7 +3,6 @@ PostgreSQL alike, and the row <-> domain conversions."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import queue
@@ -471,7 +470,7 @@ class SqlView:
         payloads: list[bytes] = []
         if plan.cut is not None:
             cut = plan.cut
-            payload = wire.encode_entry(dataclasses.replace(cut, channel_id=c))
+            payload = wire.encode_entry(cut)  # read from this channel: its channel_id is set
             payloads.append(payload)
             rows.append(
                 (c, cut.block_id, cut.block_index, cut.start_utc_ms, cut.end_utc_ms, cut.programming_day_date,
