@@ -3,6 +3,8 @@ loopback port, real generated stubs) on a deterministic manual clock."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -11,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from playlog.clock import ManualClock
 from playlog.config import Settings
 from playlog.server import PlaylogServer
 from playlog.store.base import Store
+from playlog.store.postgres import WRITE_LOCK_NAMESPACE, PostgresStore
 from playlog.v1 import (
     audit_service_pb2_grpc,
     channel_service_pb2,
@@ -97,6 +101,25 @@ async def start_server(
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)
     return Running(server, clock, address, make_stubs(channel), data_dir)
+
+
+@contextlib.asynccontextmanager
+async def writes_held(r: Running, channel_id: str) -> AsyncIterator[None]:
+    """Another writer holds the channel: on SQLite the store's one writer, on
+    PostgreSQL the channel's write lock in the database (as a replica in the
+    middle of a long write to it would)."""
+    store = r.server.store
+    if isinstance(store, PostgresStore):
+        with psycopg.connect(store.url, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (WRITE_LOCK_NAMESPACE, channel_id))
+            yield
+        return
+    lock = store._write_lock  # type: ignore[attr-defined]
+    await asyncio.to_thread(lock.acquire)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@ fresh database per test."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -45,6 +46,33 @@ def ensure_postgres() -> None:
                     raise
                 time.sleep(0.2)
     _started = True
+
+
+def _cluster() -> str:
+    versions = sorted(Path("/etc/postgresql").glob("*")) if Path("/etc/postgresql").exists() else []
+    if not versions or shutil.which("pg_ctlcluster") is None:
+        raise RuntimeError("no local PostgreSQL cluster to restart (pg_ctlcluster)")
+    return versions[-1].name
+
+
+@contextlib.asynccontextmanager
+async def stopped_cluster() -> AsyncIterator[None]:
+    """The machine's PostgreSQL cluster stopped (every connection closed, new
+    ones refused) for the body, started again after it."""
+    version = _cluster()
+
+    def ctl(action: str, *extra: str) -> None:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *extra],
+            check=True,
+            capture_output=True,
+        )
+
+    await asyncio.to_thread(ctl, "stop", "-m", "fast")
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(ctl, "start")
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, MINUTE, T0, blocks, day_of_entries, entry
-from tests.conftest import Running, ViolationCapture
+from tests.conftest import Running, ViolationCapture, writes_held
 
 LOCK = HOUR
 CH = "ch1"
@@ -507,15 +507,11 @@ async def test_a_publish_whose_deadline_passes_while_it_waits_for_the_store_chan
     channel: Running,
 ) -> None:
     """The caller was told DEADLINE_EXCEEDED: the write must not commit later."""
-    lock = channel.server.store._write_lock  # type: ignore[attr-defined]
     start = T0 + 3 * HOUR
-    await asyncio.to_thread(lock.acquire)  # another writer holds the store
-    try:
+    async with writes_held(channel, CH):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await publish(channel, start, start + HOUR, blocks(start, 2, 30 * MINUTE, "late"), timeout=0.3)
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    finally:
-        lock.release()
     # The next write queues behind the late one, so it has finished when this returns.
     result = await publish(channel, start, start + HOUR, blocks(start, 2, 30 * MINUTE, "next"))
     assert result.ok and result.published_generation_id == 2

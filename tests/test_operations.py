@@ -384,9 +384,9 @@ async def test_too_many_entries_per_publish_is_invalid_argument(tmp_path: Path, 
 
 
 async def test_more_watch_streams_than_allowed_is_resource_exhausted(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, database_url: str
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, max_concurrent_streams=2)
+    r = await start_server(tmp_path / "data", clock, database_url=database_url, max_concurrent_streams=2)
     try:
         await r.declare(CH, HOUR)
         streams = [r.stubs.window.WatchWindow(ew.WatchWindowRequest(channel_id=CH)) for _ in range(2)]

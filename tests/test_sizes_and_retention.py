@@ -117,9 +117,11 @@ async def test_retention_counts_publishes_not_generation_numbers(
 
 
 async def test_one_huge_generation_number_keeps_the_history_of_earlier_publishes(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, database_url: str
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, history_retention_publishes=100)
+    r = await start_server(
+        tmp_path / "data", clock, database_url=database_url, history_retention_publishes=100
+    )
     try:
         await r.declare(CH, HOUR)
         await r.store_days(CH, DAY1)

@@ -93,9 +93,9 @@ async def test_resume_after_a_dropped_connection_misses_and_repeats_nothing(chan
 
 
 async def test_a_resume_older_than_the_kept_history_gets_a_reset_snapshot(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, database_url: str
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, history_retention_publishes=3)
+    r = await start_server(tmp_path / "data", clock, database_url=database_url, history_retention_publishes=3)
     try:
         await r.declare(CH, HOUR)
         await r.store_days(CH, DAY1)
@@ -118,9 +118,9 @@ async def test_a_resume_older_than_the_kept_history_gets_a_reset_snapshot(
 
 
 async def test_a_slow_subscriber_is_reset_while_a_fast_one_keeps_every_event(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, database_url: str
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, watch_queue_events=8)
+    r = await start_server(tmp_path / "data", clock, database_url=database_url, watch_queue_events=8)
     # Without BDP probing the slow engine's stream window stays small, so the
     # server cannot hand it more than a few events while it does not read.
     slow_channel = grpc.aio.insecure_channel(r.address, options=[("grpc.http2.bdp_probe", 0)])
@@ -221,8 +221,10 @@ async def test_cancelling_a_stream_frees_its_subscriber(channel: Running) -> Non
     await asyncio.wait_for(channel.server.watch.wait_until_subscribers(lambda n: n == 0), TIMEOUT)
 
 
-async def test_server_shutdown_ends_streams_with_unavailable(tmp_path: Path, clock: ManualClock) -> None:
-    r = await start_server(tmp_path / "data", clock)
+async def test_server_shutdown_ends_streams_with_unavailable(
+    tmp_path: Path, clock: ManualClock, database_url: str
+) -> None:
+    r = await start_server(tmp_path / "data", clock, database_url=database_url)
     await r.declare(CH, HOUR)
     f = follow(r)
     await f.until(lambda: f.snapshots())

@@ -102,20 +102,34 @@ class ManualClock:
         with self._lock:
             return self._now
 
-    def check_target(self, now_utc_ms: int) -> int:
-        """The time a SetTime would move to; TimeMovesForwardOnly if it is earlier."""
-        current = self.now_utc_ms()
+    def check_target(self, now_utc_ms: int, current: int | None = None) -> int:
+        """The time a SetTime would move to from `current` (default: this
+        clock's now); TimeMovesForwardOnly if it is earlier."""
+        current = self.now_utc_ms() if current is None else current
         if now_utc_ms < current:
             raise TimeMovesForwardOnly(
                 f"now_utc_ms: time never moves backwards (now is {current}, asked for {now_utc_ms})"
             )
         return _within_range("now_utc_ms", now_utc_ms)
 
-    def advance_target(self, delta_ms: int) -> int:
-        """The time an AdvanceTime would move to."""
+    def advance_target(self, delta_ms: int, current: int | None = None) -> int:
+        """The time an AdvanceTime would move to from `current`."""
         if delta_ms < 0:
             raise TimeMovesForwardOnly(f"delta_ms: must be >= 0, got {delta_ms}")
-        return _within_range("delta_ms", self.now_utc_ms() + delta_ms)
+        current = self.now_utc_ms() if current is None else current
+        return _within_range("delta_ms", current + delta_ms)
+
+    def advance_to(self, now_utc_ms: int) -> int:
+        """Moves to now_utc_ms if that is later (a move made elsewhere: another
+        replica's, read from the store); the clock's time afterwards."""
+        with self._lock:
+            if now_utc_ms <= self._now:
+                return self._now
+            self._now = now_utc_ms
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(now_utc_ms)
+        return now_utc_ms
 
     def set_utc_ms(self, now_utc_ms: int) -> int:
         with self._lock:

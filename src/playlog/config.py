@@ -19,6 +19,9 @@ from typing import Any
 class Settings:
     data_dir: str = "./var"
     database_url: str = ""
+    database_connections: int = 4
+    database_lock_timeout_ms: int = 10_000
+    database_statement_timeout_ms: int = 30_000
     listen: str = "127.0.0.1:50051"
     clock: str = "system"
     start_utc_ms: int = 0
@@ -42,6 +45,11 @@ class Settings:
 HELP: dict[str, str] = {
     "data_dir": "directory of the embedded SQLite store",
     "database_url": "PostgreSQL URL (postgresql://...) to share one store among replicas instead of SQLite",
+    "database_connections": "PostgreSQL connections per replica for reads, and as many for writes",
+    "database_lock_timeout_ms": "how long a PostgreSQL write waits for another write to the same channel "
+    "before it gives up with UNAVAILABLE",
+    "database_statement_timeout_ms": "how long one PostgreSQL statement may run before the call gives up "
+    "with UNAVAILABLE",
     "listen": "gRPC listen address host:port",
     "clock": "'system', or 'manual' (moves only by ClockService; for tests and engine development)",
     "start_utc_ms": "initial time of the manual clock (default: the system time at start)",
@@ -136,6 +144,9 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
 def validate(s: Settings) -> None:
     if s.clock not in ("system", "manual"):
         raise ConfigError(f"clock must be 'system' or 'manual', got {s.clock!r}")
+    for name in ("database_connections", "database_lock_timeout_ms", "database_statement_timeout_ms"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(s, name)}")
     if bool(s.tls_cert) != bool(s.tls_key):
         raise ConfigError("tls_cert and tls_key go together")
     if s.tls_client_ca and not s.tls_cert:

@@ -30,13 +30,13 @@ from playlog.api.servicers import (
     ExecutionWindowServicer,
     ScheduleDayServicer,
 )
-from playlog.api.watch import ALL_CHANNELS, WatchHub
+from playlog.api.watch import WatchHub
 from playlog.app.service import Playlog
 from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
 from playlog.config import ConfigError, Settings, validate
 from playlog.events import emit
-from playlog.store.base import Store, StoreError
+from playlog.store.base import ALL_CHANNELS, Store, StoreError
 from playlog.store.sqlite import DataDirInUse, SqliteStore
 from playlog.v1 import (
     audit_service_pb2,
@@ -98,7 +98,13 @@ def open_store(settings: Settings) -> Store:
     if settings.database_url:
         from playlog.store.postgres import PostgresStore
 
-        return PostgresStore(settings.database_url)
+        return PostgresStore(
+            settings.database_url,
+            read_connections=settings.database_connections,
+            write_connections=settings.database_connections,
+            lock_timeout_ms=settings.database_lock_timeout_ms,
+            statement_timeout_ms=settings.database_statement_timeout_ms,
+        )
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"data_dir {data_dir}: not a directory")
@@ -178,12 +184,15 @@ class PlaylogServer:
         self._metrics_http: WSGIServer | None = None
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> int:
         s = self.settings
         self.watch.start(asyncio.get_running_loop())
-        # Publishes committed by other replicas of a shared store.
-        self.store.listen_for_publishes(self._on_remote_publish)
+        self._loop = asyncio.get_running_loop()
+        # What other replicas of a shared store change, and its health.
+        self.store.listen(self)
         with self.store.read() as r:
             for known in r.list_channels():
                 metrics.note_generation(known.channel_id, known.current_generation_id)
@@ -242,16 +251,42 @@ class PlaylogServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
-    def _on_remote_publish(self, channel_id: str, generation_id: int) -> None:
+    # -- what a shared store tells this replica (StoreListener; the store's thread) --
+
+    def publish_committed(self, channel_id: str, generation_id: int) -> None:
         if channel_id != ALL_CHANNELS:
             metrics.note_generation(channel_id, generation_id)
         self.watch.on_remote_publish(channel_id, generation_id)
+
+    def channel_changed(self, channel_id: str, locked_window_ms: int) -> None:
+        self.watch.on_remote_channel(channel_id, locked_window_ms)
+
+    def clock_moved(self, now_utc_ms: int) -> None:
+        if isinstance(self.clock, ManualClock):
+            self.clock.advance_to(now_utc_ms)
+
+    def availability_changed(self, available: bool, reason: str) -> None:
+        """The database went away or came back: health says so, so that load
+        balancers and engines go to another replica meanwhile."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopped.is_set():
+            return
+        serving = health_pb2.HealthCheckResponse
+        status = serving.SERVING if available else serving.NOT_SERVING
+        asyncio.run_coroutine_threadsafe(self._set_health(status), loop)
+
+    async def _set_health(self, status: Any) -> None:
+        if self._server is None or self._stopping:
+            return
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful: refuse new calls, end watch streams with UNAVAILABLE, let
         in-flight calls finish, then close the store cleanly."""
         if self._server is None or self._stopped.is_set():
             return
+        self._stopping = True
         await self.health.enter_graceful_shutdown()
         self.watch.close()
         await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)

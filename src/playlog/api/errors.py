@@ -23,7 +23,7 @@ from playlog.domain.rejection import FieldViolation, MalformedRequest, Rejection
 from playlog.domain.schedule_days import OperatorRoleRequired
 from playlog.domain.validation import quote
 from playlog.events import emit
-from playlog.store.base import StoreError
+from playlog.store.base import StoreError, StoreUnavailable
 
 log = logging.getLogger("playlog.api")
 
@@ -138,6 +138,9 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
             else grpc.StatusCode.INVALID_ARGUMENT
         )
         await context.abort(code, clip_message(str(exc)))
+    if isinstance(exc, StoreUnavailable):
+        emit(log, logging.WARNING, "store_unavailable", rpc=method, error=str(exc))
+        await context.abort(grpc.StatusCode.UNAVAILABLE, clip_message(f"database unavailable: {exc}"))
     if isinstance(exc, StoreError):
         emit(log, logging.ERROR, "store_failure", rpc=method, error=str(exc))
         await context.abort(grpc.StatusCode.INTERNAL, clip_message(f"storage failure: {exc}"))

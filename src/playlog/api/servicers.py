@@ -440,13 +440,20 @@ class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
         return self.clock
 
     async def GetTime(self, request: clock_pb.GetTimeRequest, context: Context) -> clock_pb.GetTimeResponse:
-        return clock_pb.GetTimeResponse(now_utc_ms=self._manual().now_utc_ms(), manual=True)
+        self._manual()
+        if self.playlog.store.shared:
+            # Replicas share the manual clock through the store.
+            now = await self.run(self.playlog.manual_now)
+        else:
+            now = self.playlog.manual_now()
+        return clock_pb.GetTimeResponse(now_utc_ms=now, manual=True)
 
-    async def _move(self, rpc: str, target: Callable[[ManualClock], int]) -> int:
+    async def _move(self, rpc: str, target: Callable[[ManualClock, int], int]) -> int:
         clock = self._manual()
-        async with self._moving:
+
+        def checked(current: int) -> int:
             try:
-                now = target(clock)
+                return target(clock, current)
             except TimeMovesForwardOnly as refused:
                 emit(
                     log,
@@ -454,19 +461,20 @@ class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
                     "clock_move_refused",
                     rpc=rpc,
                     principal=_principal(),
-                    now_utc_ms=clock.now_utc_ms(),
+                    now_utc_ms=current,
                     reason=str(refused),
                 )
                 raise
-            await self.run(self.playlog.save_manual_clock, now)
-            return clock.set_utc_ms(now)
+
+        async with self._moving:
+            return int(await self.run(self.playlog.move_manual_clock, checked))
 
     async def SetTime(self, request: clock_pb.SetTimeRequest, context: Context) -> clock_pb.SetTimeResponse:
-        now = await self._move("SetTime", lambda clock: clock.check_target(request.now_utc_ms))
+        now = await self._move("SetTime", lambda clock, now: clock.check_target(request.now_utc_ms, now))
         return clock_pb.SetTimeResponse(now_utc_ms=now)
 
     async def AdvanceTime(
         self, request: clock_pb.AdvanceTimeRequest, context: Context
     ) -> clock_pb.AdvanceTimeResponse:
-        now = await self._move("AdvanceTime", lambda clock: clock.advance_target(request.delta_ms))
+        now = await self._move("AdvanceTime", lambda clock, now: clock.advance_target(request.delta_ms, now))
         return clock_pb.AdvanceTimeResponse(now_utc_ms=now)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from playlog.domain.rejection import FieldViolation
 from playlog.domain.validation import check_id, raise_if_any
 from playlog.domain.windows import locked_until
 from playlog.events import emit
-from playlog.store.base import StoredEntry
+from playlog.store.base import ALL_CHANNELS, StoredEntry, StoreUnavailable
 from playlog.v1 import execution_window_service_pb2 as ew_pb
 from playlog.v1 import types_pb2 as pb
 
@@ -43,8 +44,16 @@ SNAPSHOT_CHUNK_ENTRIES = 500
 # Default budget of one snapshot part's entries (the server passes its own,
 # below max_message_bytes).
 SNAPSHOT_PART_BYTES = 4 * 1024 * 1024 - 1024
-ALL_CHANNELS = "*"
 REPLAY_BATCH = 200
+# A watcher whose catch-up found the database unreachable tries again after
+# this (and at once when the database's return rings every doorbell).
+RETRY_AFTER_UNAVAILABLE_S = 1.0
+
+
+# (history floor, publishes after a cursor with their events)
+_History = tuple[int, list[tuple[PublishRecord, bytes]]]
+# (the snapshot read, its events)
+_SnapshotRead = tuple[Any, list[bytes]]
 
 
 @dataclass(eq=False)  # identity, so subscribers can live in sets
@@ -106,6 +115,13 @@ class WatchHub:
         # Per channel, the last progress event built: (now, depth, generation), bytes.
         self._progress_cache: dict[str, tuple[tuple[int, int, int], bytes]] = {}
         self.progress_builds = 0
+        # Reads in flight that every subscriber needing the same answer shares
+        # (etcd's syncWatchers): the history after a cursor, per (channel,
+        # cursor), and a reset snapshot, per channel. Counted for tests.
+        self._history_reads: dict[tuple[str, int], asyncio.Future[_History]] = {}
+        self._snapshot_reads: dict[str, asyncio.Future[_SnapshotRead]] = {}
+        self.history_reads = 0
+        self.snapshot_reads = 0
         playlog.add_publish_listener(self._on_commit)
         playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
@@ -133,6 +149,13 @@ class WatchHub:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._lock_depth_changed, channel.channel_id, channel.locked_window_ms)
+
+    def on_remote_channel(self, channel_id: str, locked_window_ms: int) -> None:
+        """A declaration committed by another replica (or this one) changed
+        the channel's lock depth."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._lock_depth_changed, channel_id, locked_window_ms)
 
     def _on_clock_moved(self, now_utc_ms: int) -> None:
         loop = self._loop
@@ -171,8 +194,11 @@ class WatchHub:
 
     def _lock_depth_changed(self, channel_id: str, locked_window_ms: int) -> None:
         """Every watcher of the channel hears the new locked_until at once."""
+        subscribers = self._subscribers.get(channel_id)
+        if not subscribers or self._lock_depth.get(channel_id) == locked_window_ms:
+            return
         self._lock_depth[channel_id] = locked_window_ms
-        _progress_due(self._subscribers.get(channel_id, ()))
+        _progress_due(subscribers)
 
     def subscribe(self, channel_id: str) -> Subscriber:
         sub = Subscriber(channel_id, self.max_pending)
@@ -280,39 +306,59 @@ class WatchHub:
                         grpc.StatusCode.UNAVAILABLE,
                         f"the server is shutting down; reconnect with after_generation_id={last}",
                     )
-                if sub.needs_reset:
-                    sub.needs_reset = False
-                    emit(
-                        log,
-                        logging.INFO,
-                        "watch_reset",
-                        channel_id=channel_id,
-                        reason="overflow",
-                        peer=context.peer(),
-                    )
-                    events, last = await self._snapshot(sub, True)
-                    for event in events:
-                        await write(event)
-                    continue
-                if sub.poll:
-                    sub.poll = False
-                    last = await self._catch_up(sub, last, write)
-                pending = sub.pending
-                while pending and not sub.needs_reset and not sub.closed:
-                    record, serialized = pending.popleft()
-                    if record.generation_id <= last:
-                        continue  # already covered by a snapshot or a catch-up
-                    if record.previous_generation_id != last:
-                        # A hole in the chain: fill it from the durable history.
-                        last = await self._catch_up(sub, last, write)
-                        continue
-                    await write(serialized)
-                    last = record.generation_id
-                if sub.progress_due:
-                    sub.progress_due = False
-                    await write(self._progress(channel_id, last))
+                try:
+                    last = await self._step(sub, last, write, context)
+                except StoreUnavailable as exc:
+                    # The stream stays open at its cursor; it catches up from
+                    # the durable history when the database is back.
+                    emit(log, logging.WARNING, "watch_waits", channel_id=channel_id, error=str(exc))
+                    sub.poll = True
+                    asyncio.get_running_loop().call_later(RETRY_AFTER_UNAVAILABLE_S, sub.wakeup.set)
         finally:
             self.unsubscribe(sub)
+
+    async def _step(
+        self, sub: Subscriber, last: int, write: Callable[[Any], Awaitable[None]], context: Context
+    ) -> int:
+        """Sends what woke the subscriber; the generation it is at afterwards."""
+        channel_id = sub.channel_id
+        if sub.needs_reset:
+            sub.needs_reset = False
+            emit(
+                log,
+                logging.INFO,
+                "watch_reset",
+                channel_id=channel_id,
+                reason="overflow",
+                peer=context.peer(),
+            )
+            try:
+                events, last = await self._snapshot(sub, True)
+            except StoreUnavailable:
+                sub.needs_reset = True  # still owed
+                raise
+            for event in events:
+                await write(event)
+            return last
+        if sub.poll:
+            sub.poll = False
+            last = await self._catch_up(sub, last, write)
+        pending = sub.pending
+        while pending and not sub.needs_reset and not sub.closed:
+            record, serialized = pending.popleft()
+            if record.generation_id <= last:
+                continue  # already covered by a snapshot or a catch-up
+            if record.previous_generation_id != last:
+                # A hole in the chain: fill it from the durable history (which
+                # has this record too: it was committed before it was offered).
+                last = await self._catch_up(sub, last, write)
+                continue
+            await write(serialized)
+            last = record.generation_id
+        if sub.progress_due:
+            sub.progress_due = False
+            await write(self._progress(channel_id, last))
+        return last
 
     # -- progress: one ticker per interval, one event per channel and tick ----
 
@@ -352,38 +398,73 @@ class WatchHub:
         self._progress_cache[channel_id] = (key, event)
         return event
 
+    def _shared(self, reads: dict[Any, asyncio.Future[Any]], key: Any, fn: Callable[[], Any]) -> Any:
+        """The read in flight for `key`, or a new one that later callers
+        with the same key share; each caller awaits it shielded, so a stream
+        that ends does not cancel it for the others."""
+        read = reads.get(key)
+        if read is None:
+            read = reads[key] = asyncio.ensure_future(self._run(fn))
+            read.add_done_callback(lambda _: reads.pop(key, None))
+        return asyncio.shield(read)
+
     async def _snapshot(self, sub: Subscriber, reset: bool) -> tuple[list[bytes], int]:
-        """The state from now on, as snapshot events, and its generation."""
-        snap = await self._run(self.playlog.snapshot_from_now, sub.channel_id)
+        """The state from now on, as snapshot events, and its generation. A
+        reset snapshot is read once for every subscriber of the channel that
+        needs one at the same time; a resumed subscriber that joins a read
+        begun before its trigger finds any hole by the generation chain."""
+        if reset:
+            if sub.channel_id not in self._snapshot_reads:
+                self.snapshot_reads += 1
+            snap, events = await self._shared(
+                self._snapshot_reads, sub.channel_id, lambda: self._read_snapshot(sub.channel_id, True)
+            )
+        else:
+            snap, events = await self._run(self._read_snapshot, sub.channel_id, False)
         generation = snap.channel.current_generation_id
         # Events at or below the snapshot's generation are in it already.
         while sub.pending and sub.pending[0][0].generation_id <= generation:
             sub.pending.popleft()
+        return events, generation
+
+    def _read_snapshot(self, channel_id: str, reset: bool) -> _SnapshotRead:
+        snap = self.playlog.snapshot_from_now(channel_id)
         events = snapshot_events(
-            sub.channel_id,
-            generation,
+            channel_id,
+            snap.channel.current_generation_id,
             snap.entries,
             snap.now_utc_ms,
             snap.locked_until_utc_ms,
             reset,
             self.max_message_bytes,
         )
-        return events, generation
+        return snap, events
+
+    def _read_history(self, channel_id: str, last: int) -> _History:
+        floor, records = self.playlog.publishes_after(channel_id, last, REPLAY_BATCH)
+        # Serialized once for every subscriber that shares this read.
+        return floor, [(r, wire.replaced_event(r)) for r in records]
 
     async def _catch_up(self, sub: Subscriber, last: int, write: Callable[[Any], Awaitable[None]]) -> int:
         """Replays committed publishes after `last` from the durable history,
         or a reset snapshot when that history is no longer kept; the
-        generation the subscriber is at afterwards."""
+        generation the subscriber is at afterwards. Subscribers at the same
+        cursor share one read."""
         while True:
-            floor, records = await self._run(self.playlog.publishes_after, sub.channel_id, last, REPLAY_BATCH)
+            key = (sub.channel_id, last)
+            if key not in self._history_reads:
+                self.history_reads += 1
+            floor, records = await self._shared(
+                self._history_reads, key, functools.partial(self._read_history, sub.channel_id, last)
+            )
             if last < floor:
                 metrics.WATCH_RESETS.labels("history_gone").inc()
                 events, generation = await self._snapshot(sub, True)
                 for event in events:
                     await write(event)
                 return generation
-            for record in records:
-                await write(wire.replaced_event(record))
+            for record, event in records:
+                await write(event)
                 last = record.generation_id
             if len(records) < REPLAY_BATCH:
                 return last

@@ -14,10 +14,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from playlog import metrics
-from playlog.clock import Clock
+from playlog.clock import Clock, ManualClock
 from playlog.domain import channels as channel_rules
 from playlog.domain import schedule_days as day_rules
 from playlog.domain import validation
@@ -41,8 +41,10 @@ from playlog.domain.rejection import Evidence, FieldViolation, MalformedRequest,
 from playlog.domain.windows import locked_until
 from playlog.events import log_malformed, log_rejection
 from playlog.store.base import (
+    CLOCK_KEY,
     IntegrityFinding,
     OverrideRecordPersistError,
+    ReadView,
     Store,
     StoredEntry,
     StoreError,
@@ -173,6 +175,8 @@ class Playlog:
         self.event_encoder = event_encoder
         self.max_event_bytes = max_event_bytes
         self._publish_listeners: list[PublishListener] = []
+        # The manual clock of replicas sharing a store is the store's.
+        self._clock_in_store = store.shared and getattr(clock, "manual", False)
         self._channel_listeners: list[Callable[[Channel], None]] = []
 
     def add_publish_listener(self, listener: PublishListener) -> None:
@@ -205,12 +209,13 @@ class Playlog:
         nothing and is logged with its evidence; a storage failure of a write
         that carries an override record is OVERRIDE_RECORD_PERSIST_FAILED (the
         record and its artifact commit together, so neither exists)."""
-        state = {"now": 0, "carries_record": operator_override}
+        state = {"now": 0, "carries_record": operator_override, "began": False}
 
         def job(w: WriteView) -> _R:
+            state["began"] = True
             # "now" is read under the write lock: the windows it defines hold
             # for the whole decision and commit.
-            now = state["now"] = self.clock.now_utc_ms()
+            now = state["now"] = self._now(w)
             decision = decide(w, now)
             if isinstance(decision, Rejection):
                 raise _Refused(decision)
@@ -221,13 +226,13 @@ class Playlog:
             result = apply(w, decision, now)
             # "Now" never moves backwards, restarts included: the clock's
             # floor is the latest instant a write acted on.
-            w.note_acted_at(now)
+            w.note_acted_at(now, channel_id)
             return result
 
         try:
             if validate is not None:
                 validate()
-            return self._run_write(rpc, job, after_commit)
+            return self._run_write(rpc, job, after_commit, channel_id)
         except _Refused as refused:
             if not dry_run:  # a dry run attempts no change: nothing to log
                 self._log(refused.rejection, rpc, channel_id, operator_override, principal, state["now"])
@@ -237,7 +242,9 @@ class Playlog:
                 log_malformed(rpc, channel_id, exc, operator_override, principal)
             raise
         except StoreError as exc:
-            if not state["carries_record"]:
+            # A store that could not even begin the write (unreachable) is
+            # UNAVAILABLE for every write: nothing was attempted.
+            if not state["carries_record"] or not state["began"]:
                 raise
             rejection = _persist_failed(exc)
             self._log(rejection, rpc, channel_id, operator_override, principal, state["now"])
@@ -427,11 +434,16 @@ class Playlog:
         return dataclasses.replace(committed, encoded_event=encoded)
 
     def _run_write(
-        self, operation: str, fn: Callable[[WriteView], _R], after_commit: Callable[[_R], None] | None = None
+        self,
+        operation: str,
+        fn: Callable[[WriteView], _R],
+        after_commit: Callable[[_R], None] | None = None,
+        channel_id: str = "",
     ) -> _R:
-        """fn in a (group-committed) store write, timed for the commit-latency
-        metric; a write whose caller's deadline passed while it waited gives up
-        unchanged, so a caller told DEADLINE_EXCEEDED never finds it committed."""
+        """fn in a store write serialized with the channel's other writes, timed
+        for the commit-latency metric; a write whose caller's deadline passed
+        while it waited gives up unchanged, so a caller told DEADLINE_EXCEEDED
+        never finds it committed."""
         deadline = call_deadline.get()
 
         def within_deadline(w: WriteView) -> _R:
@@ -440,7 +452,7 @@ class Playlog:
             return fn(w)
 
         with metrics.store_commit(operation):
-            return self.store.run_write(within_deadline, after_commit)
+            return self.store.run_write(within_deadline, after_commit, channel_id)
 
     def _persist_record(self, w: WriteView, record: OverrideRecord) -> None:
         try:
@@ -470,7 +482,7 @@ class Playlog:
 
     def read_window(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> Snapshot:
         with self.store.read() as r:
-            now = self.clock.now_utc_ms()
+            now = self._now(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -479,7 +491,7 @@ class Playlog:
     def snapshot_from_now(self, channel_id: str, page: int = 1000) -> Snapshot:
         """The entries that end after now, read in one consistent snapshot."""
         with self.store.read() as r:
-            now = self.clock.now_utc_ms()
+            now = self._now(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -494,7 +506,7 @@ class Playlog:
 
     def entry_at(self, channel_id: str, at_utc_ms: int, include_flexible: bool) -> StoredEntry | None:
         with self.store.read() as r:
-            now = self.clock.now_utc_ms()
+            now = self._now(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -619,14 +631,40 @@ class Playlog:
         with self.store.read() as r:
             return r.schedule_day_history(channel_id, date)
 
-    # -- the manual clock -------------------------------------------------------------
+    # -- now, and the manual clock --------------------------------------------------
 
-    def save_manual_clock(self, now_utc_ms: int) -> None:
-        def save(w: WriteView) -> None:
-            w.save_manual_clock_utc_ms(now_utc_ms)
-            w.note_acted_at(now_utc_ms)
+    def _now(self, view: ReadView) -> int:
+        """Now, for a decision or a read made in `view`. On a store replicas
+        share, the manual clock lives in the store: a move made on another
+        replica counts at once, not when its notification arrives."""
+        now = self.clock.now_utc_ms()
+        if self._clock_in_store:
+            stored = view.manual_clock_utc_ms()
+            if stored is not None and stored > now:
+                now = cast(ManualClock, self.clock).advance_to(stored)
+        return now
 
-        self._run_write("manual_clock", save)
+    def manual_now(self) -> int:
+        """The manual clock's time, as every replica sees it."""
+        if not self._clock_in_store:
+            return self.clock.now_utc_ms()
+        with self.store.read() as r:
+            return self._now(r)
+
+    def move_manual_clock(self, target: Callable[[int], int]) -> int:
+        """Moves the manual clock to target(current) (which refuses a move
+        backwards), saved in the store before the clock moves, so that it
+        never goes back, restarts and other replicas included. Moves take
+        turns in the store: two replicas cannot both move from the same time."""
+
+        def move(w: WriteView) -> int:
+            now = target(self._now(w))
+            w.save_manual_clock_utc_ms(now)
+            w.note_acted_at(now)
+            return now
+
+        now = self._run_write("manual_clock", move, channel_id=CLOCK_KEY)
+        return cast(ManualClock, self.clock).advance_to(now)
 
     def note_acted_at(self, now_utc_ms: int) -> None:
         """Keeps `now_utc_ms` as the clock's floor (clean shutdown)."""

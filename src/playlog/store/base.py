@@ -9,6 +9,7 @@ only answers questions and applies plans.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ _T = TypeVar("_T")
 
 class StoreError(Exception):
     """A storage failure the caller cannot fix (INTERNAL at the edge)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or answered too late (a lost connection,
+    a restart, a lock or statement timeout): nothing was applied; retry
+    (UNAVAILABLE at the edge)."""
 
 
 class OverrideRecordPersistError(StoreError):
@@ -48,13 +55,29 @@ class FaultInjector:
 
     def __init__(self) -> None:
         self._armed: set[FaultStep] = set()
+        self._actions: dict[FaultStep, Callable[[], None]] = {}
+        # Writes to different channels run at once on PostgreSQL: one of them
+        # is "the next".
+        self._lock = threading.Lock()
 
     def fail_next(self, step: FaultStep) -> None:
-        self._armed.add(step)
+        with self._lock:
+            self._armed.add(step)
+
+    def before_next(self, step: FaultStep, action: Callable[[], None]) -> None:
+        """Runs action when the next write reaches step: a real disruption
+        (say, the database terminating the write's connection) at that point."""
+        with self._lock:
+            self._actions[step] = action
 
     def check(self, step: FaultStep) -> None:
-        if step in self._armed:
+        with self._lock:
+            action = self._actions.pop(step, None)
+            armed = step in self._armed
             self._armed.discard(step)
+        if action is not None:
+            action()
+        if armed:
             raise InjectedFault(f"injected failure at step {step.value}")
 
 
@@ -121,7 +144,27 @@ class WriteView(ReadView, Protocol):
     def insert_schedule_day(self, day: ScheduleDay, superseded_id: str) -> None: ...
     def prune_history(self, channel_id: str, keep_publishes: int) -> None: ...
     def save_manual_clock_utc_ms(self, now_utc_ms: int) -> None: ...
-    def note_acted_at(self, now_utc_ms: int) -> None: ...
+    def note_acted_at(self, now_utc_ms: int, channel_id: str = "") -> None: ...
+
+
+class StoreListener(Protocol):
+    """What a shared store tells every replica (PostgreSQL NOTIFY: doorbells;
+    the database stays the truth). Called from the store's own thread."""
+
+    def publish_committed(self, channel_id: str, generation_id: int) -> None:
+        """A publish committed (by any replica); ALL_CHANNELS ("*") with
+        generation 0 means "maybe any" (after the listener reconnected)."""
+
+    def channel_changed(self, channel_id: str, locked_window_ms: int) -> None: ...
+    def clock_moved(self, now_utc_ms: int) -> None: ...
+    def availability_changed(self, available: bool, reason: str) -> None: ...
+
+
+# A doorbell for every channel: notifications may have been missed.
+ALL_CHANNELS = "*"
+# The serialization key of manual clock moves in run_write (no channel id
+# starts with "*").
+CLOCK_KEY = "*clock"
 
 
 class Store(Protocol):
@@ -129,20 +172,27 @@ class Store(Protocol):
     # Whether a small read may run on the caller's event loop (a local file,
     # no network round trip).
     inline_reads: bool
+    # Whether other processes share it (replicas): state they can change, the
+    # manual clock included, is then read from the store, not from memory.
+    shared: bool
 
     def read(self) -> AbstractContextManager[ReadView]: ...
     def write(self) -> AbstractContextManager[WriteView]: ...
     def run_write(
-        self, fn: Callable[[WriteView], _T], after_commit: Callable[[_T], None] | None = None
+        self,
+        fn: Callable[[WriteView], _T],
+        after_commit: Callable[[_T], None] | None = None,
+        channel_id: str = "",
     ) -> _T:
-        """fn(view) in a write transaction, group-committed with writes that
-        arrive together (each in its own savepoint: refused or accepted on its
-        own); after_commit(result) runs after the commit, in commit order."""
+        """fn(view) in a write transaction serialized with every other write
+        to channel_id (on every replica sharing the store); after_commit(result)
+        runs after the commit, in the channel's commit order. A store may
+        group-commit writes that arrive together, each in its own savepoint
+        (refused or accepted on its own)."""
         ...
 
-    def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
-        """Calls callback(channel_id, generation_id) for publishes committed by
-        other processes sharing this store (a doorbell: read the history)."""
+    def listen(self, listener: StoreListener) -> None:
+        """Tells listener what other processes sharing this store changed."""
         ...
 
     def close(self) -> None: ...

@@ -1,40 +1,56 @@
 """The scale-out store: PostgreSQL, shared by several server replicas.
 
 The queries are store/sql.py's, translated to psycopg's parameter style.
-Writes from every replica are serialized in the database by one transaction-
-scoped advisory lock taken first in each write transaction, so a channel's
-checks and its commit stay atomic across replicas. Each publish sends a
-NOTIFY at commit; every replica LISTENs on a dedicated connection and treats it
-as a doorbell: its subscribers then read the durable publish history (NOTIFY
-has no replay, so it is never the data itself).
+
+Writes to a channel are serialized in the database by a transaction-scoped
+advisory lock keyed by the channel, taken first in the write's transaction,
+so a channel's checks and its commit stay atomic across replicas while writes
+to other channels (and replicas) run in parallel on their own pooled
+connections. Within one replica a channel's writes also take turns in
+process, so that their after-commit listeners run in commit order.
+
+Every change another replica could observe sends a NOTIFY at commit (a
+publish, a channel's lock depth, the manual clock); every replica LISTENs on
+a dedicated connection and treats it as a doorbell: the durable state in the
+database stays the truth (NOTIFY has no replay).
+
+Connections come from psycopg_pool pools, which replace broken connections
+by themselves. The listener's connection doubles as the replica's view of the
+database's health: when it is lost, the store is unavailable (calls fail at
+once with StoreUnavailable, health says NOT_SERVING) until it reconnects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from playlog.domain.model import Channel
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
-from playlog.store.base import StoreError
+from playlog.store.base import ALL_CHANNELS, StoreError, StoreListener, StoreUnavailable
 from playlog.store.postgres_schema import MIGRATIONS, PAYLOAD_VERSION
 from playlog.store.sql import SqlStore, SqlView, backfill_payloads
 
 log = logging.getLogger("playlog.store")
+_T = TypeVar("_T")
 
 NOTIFY_CHANNEL = "playlog_publish"
-# Keys of pg_advisory_xact_lock: all writes, and schema migration.
-WRITE_LOCK_KEY = 0x706C_6C67_7772
+# Advisory lock keys: (namespace, hashtext(channel_id)) for a channel's
+# writes; one key for schema migration.
+WRITE_LOCK_NAMESPACE = 0x706C_6777
 MIGRATE_LOCK_KEY = 0x706C_6C67_6D67
-# A doorbell for every channel (after the listener reconnected and may have
-# missed some).
-ALL_CHANNELS = "*"
+# The listener checks the database at least this often when nothing arrives.
+PROBE_INTERVAL_S = 1.0
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -61,66 +77,301 @@ class PostgresView(SqlView):
     def _list(self, values: Iterable[str]) -> Any:
         return list(values)
 
+    def _notify(self, payload: str) -> None:
+        # Delivered at commit (never for a rolled-back write), to every replica.
+        self._q("SELECT pg_notify(:ch, :payload)", {"ch": NOTIFY_CHANNEL, "payload": payload})
+
     def _after_publish(self, plan: PublishPlan) -> None:
-        # Delivered at commit, to every replica's listener.
-        self._q(
-            "SELECT pg_notify(:ch, :payload)",
-            {"ch": NOTIFY_CHANNEL, "payload": f"{plan.generation_id} {plan.channel_id}"},
-        )
+        self._notify(f"p {plan.generation_id} {plan.channel_id}")
+
+    def insert_channel(self, channel: Channel) -> None:
+        super().insert_channel(channel)
+        self._notify(f"c {channel.locked_window_ms} {channel.channel_id}")
+
+    def update_channel_locked_window(self, channel_id: str, locked_window_ms: int) -> None:
+        super().update_channel_locked_window(channel_id, locked_window_ms)
+        self._notify(f"c {locked_window_ms} {channel_id}")
+
+    def save_manual_clock_utc_ms(self, now_utc_ms: int) -> None:
+        super().save_manual_clock_utc_ms(now_utc_ms)
+        self._notify(f"t {now_utc_ms}")
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(url, autocommit=True)
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+def dispatch_notice(payload: str, listener: StoreListener) -> None:
+    """One NOTIFY payload to the listener ("p GEN CHANNEL", "c DEPTH CHANNEL",
+    "t NOW"; "GEN CHANNEL" from replicas older than these kinds)."""
+    kind, _, rest = payload.partition(" ")
+    if kind.isdigit():
+        kind, rest = "p", payload
+    if kind == "p":
+        generation, _, channel_id = rest.partition(" ")
+        listener.publish_committed(channel_id, int(generation))
+    elif kind == "c":
+        depth, _, channel_id = rest.partition(" ")
+        listener.channel_changed(channel_id, int(depth))
+    elif kind == "t":
+        listener.clock_moved(int(rest))
+    else:
+        emit(log, logging.WARNING, "notify_unknown_kind", payload=payload[:200])
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    # OperationalError: the connection was lost or refused, the server shuts
+    # down, or a lock or statement timeout / deadlock ended the statement. All
+    # mean "nothing was applied, try again", not a bug.
+    return isinstance(exc, (psycopg.OperationalError, PoolTimeout))
 
 
 class PostgresStore(SqlStore):
     view_class = PostgresView
     inline_reads = False
+    shared = True
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
-    def __init__(self, url: str, read_connections: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        read_connections: int = 4,
+        write_connections: int = 4,
+        *,
+        connect_timeout_s: int = 5,
+        lock_timeout_ms: int = 10_000,
+        statement_timeout_ms: int = 30_000,
+        pool_timeout_s: float = 10.0,
+    ) -> None:
         self.url = url
-        writer = _connect(url)
-        migrate(writer)
-        super().__init__(writer, [_connect(url) for _ in range(read_connections)])
-        self._listener: threading.Thread | None = None
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": connect_timeout_s,
+            # A write waiting on another replica's lock of the same channel,
+            # or a statement on a sick database, gives up instead of hanging
+            # the call: the caller gets UNAVAILABLE and nothing was applied.
+            "options": f"-c lock_timeout={lock_timeout_ms} -c statement_timeout={statement_timeout_ms}",
+            # A database behind a dead network is noticed in seconds, not hours.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+        }
+        try:
+            with psycopg.connect(url, **self._connect_kwargs, application_name="playlog-migrate") as conn:
+                migrate(conn)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        super().__init__(None, [])
+        self._read_pool = self._pool("playlog-read", read_connections, pool_timeout_s)
+        self._write_pool = self._pool("playlog-write", write_connections, pool_timeout_s)
+        self._turns: dict[str, list[Any]] = {}
+        self._turns_guard = threading.Lock()
+        self._listener_thread: threading.Thread | None = None
+        self._available = True
+        self._unavailable_reason = ""
+        self._unavailable_since = 0.0
+        # Set by a call that lost its connection: the listener checks at once.
+        self._suspect = threading.Event()
 
-    def _started_write(self, conn: Any) -> None:
-        # Serializes writes across every replica sharing the database.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+    def _pool(self, name: str, size: int, timeout: float) -> ConnectionPool[Any]:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self.url,
+            kwargs={**self._connect_kwargs, "application_name": name},
+            min_size=size,
+            max_size=size,
+            name=name,
+            timeout=timeout,
+            # A slot that cannot reconnect gives up after this and is made
+            # again by the next call that needs it (PostgreSQL is back by then,
+            # or the call fails fast as unavailable).
+            reconnect_timeout=10.0,
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
 
-    def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
-        def run() -> None:
-            backoff = 0.1
-            first = True
-            while not self._closed.is_set():
+    # -- errors and availability ----------------------------------------------
+
+    def _store_error(self, exc: BaseException) -> BaseException:
+        if _is_unavailable(exc):
+            self._suspect.set()
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                reason = "another write to this channel held it longer than lock_timeout"
+            elif isinstance(exc, psycopg.errors.QueryCanceled):
+                reason = "the database did not answer within statement_timeout"
+            elif isinstance(exc, PoolTimeout):
+                reason = "no database connection could be had in time"
+            else:
+                reason = "the database connection failed"
+            detail = str(exc).strip() or type(exc).__name__
+            return StoreUnavailable(f"{reason} ({detail}); nothing was applied")
+        return super()._store_error(exc)
+
+    def _check_available(self) -> None:
+        if self._closed.is_set():
+            raise StoreError("the store is closed")
+        if not self._available:
+            raise StoreUnavailable(
+                f"the database is unreachable (for {time.monotonic() - self._unavailable_since:.0f} s: "
+                f"{self._unavailable_reason}); this replica reconnects by itself, retry the call"
+            )
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    # -- connections -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read_connection(self) -> Iterator[Any]:
+        self._check_available()
+        with self._read_pool.connection() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write_connection(self) -> Iterator[Any]:
+        self._check_available()
+        with self._write_pool.connection() as conn:
+            yield conn
+
+    def _started_write(self, conn: Any, channel_id: str) -> None:
+        if channel_id:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (WRITE_LOCK_NAMESPACE, channel_id))
+
+    @contextlib.contextmanager
+    def _channel_turn(self, channel_id: str) -> Iterator[None]:
+        """This replica's writes to one channel, one at a time (the database
+        serializes them anyway; taking turns here too keeps after_commit in
+        commit order). Other channels never wait."""
+        if not channel_id:
+            yield
+            return
+        with self._turns_guard:
+            turn = self._turns.get(channel_id)
+            if turn is None:
+                turn = self._turns[channel_id] = [threading.Lock(), 0]
+            turn[1] += 1
+        try:
+            with turn[0]:
+                yield
+        finally:
+            with self._turns_guard:
+                turn[1] -= 1
+                if turn[1] == 0:
+                    del self._turns[channel_id]
+
+    def run_write(
+        self, fn: Callable[[Any], _T], after_commit: Callable[[_T], None] | None = None, channel_id: str = ""
+    ) -> _T:
+        """fn(view) in a transaction of its own, on a pooled connection,
+        serialized with the channel's other writes on every replica. PostgreSQL
+        merges the WAL flushes of concurrent commits by itself."""
+        with self._channel_turn(channel_id):
+            with self.write(channel_id) as view:
+                result = fn(view)
+            if after_commit is not None:
                 try:
-                    with psycopg.connect(
-                        self.url, autocommit=True, application_name="playlog-listen"
-                    ) as conn:
-                        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                        if not first:
-                            callback(ALL_CHANNELS, 0)  # doorbells may have been missed
-                        first, backoff = False, 0.1
-                        while not self._closed.is_set():
-                            for note in conn.notifies(timeout=0.5):
-                                generation, _, channel_id = note.payload.partition(" ")
-                                callback(channel_id, int(generation))
-                except psycopg.Error as exc:
-                    emit(log, logging.WARNING, "notify_listener_reconnecting", error=str(exc))
-                    self._closed.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
+                    after_commit(result)
+                except Exception as exc:  # a listener's failure is not the write's
+                    emit(log, logging.ERROR, "after_commit_failed", exc_info=exc, error=repr(exc))
+        return result
 
-        self._listener = threading.Thread(target=run, name="playlog-pg-listen", daemon=True)
-        self._listener.start()
+    # -- the listener: doorbells and health ------------------------------------
+
+    def listen(self, listener: StoreListener) -> None:
+        self._listener_thread = threading.Thread(
+            target=self._listen, args=(listener,), name="playlog-pg-listen", daemon=True
+        )
+        self._listener_thread.start()
+
+    def _set_available(self, available: bool, reason: str, listener: StoreListener) -> None:
+        if available == self._available:
+            return
+        if available:
+            self._available = True
+            down_for = time.monotonic() - self._unavailable_since
+            emit(log, logging.WARNING, "database_reachable", unavailable_for_s=round(down_for, 3))
+        else:
+            self._unavailable_reason = reason
+            self._unavailable_since = time.monotonic()
+            self._available = False
+            emit(log, logging.ERROR, "database_unreachable", error=reason)
+        listener.availability_changed(available, reason)
+
+    def _probe(self, listener: StoreListener) -> bool:
+        """Whether the database answers: on a pooled connection (a database
+        that only refuses new connections still serves this replica), else on
+        a new one, in which case the pools, whose connections all broke, are
+        replaced at once rather than after their reconnection backoff."""
+        try:
+            with self._write_pool.connection(timeout=0.5) as conn:
+                conn.execute("SELECT 1")
+            self._set_available(True, "", listener)
+            return True
+        except (psycopg.Error, PoolTimeout):
+            pass
+        try:
+            with psycopg.connect(self.url, **self._connect_kwargs, application_name="playlog-probe") as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            self._set_available(False, str(exc).strip() or type(exc).__name__, listener)
+            return False
+        self._replace_pools()
+        self._set_available(True, "", listener)
+        return True
+
+    def _replace_pools(self) -> None:
+        old = (self._read_pool, self._write_pool)
+        self._read_pool = self._pool("playlog-read", old[0].max_size, old[0].timeout)
+        self._write_pool = self._pool("playlog-write", old[1].max_size, old[1].timeout)
+        for pool in old:
+            # Calls still holding one of its connections give it back to a
+            # closed pool, which closes it.
+            pool.close(timeout=0)
+
+    def _listen(self, listener: StoreListener) -> None:
+        backoff = 0.1
+        missed = False
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(
+                    self.url, **self._connect_kwargs, application_name="playlog-listen"
+                ) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    backoff = 0.1
+                    probed = time.monotonic()
+                    if missed and self._probe(listener):
+                        # Doorbells rung while this replica did not listen were
+                        # lost: every watcher reads the history from its cursor.
+                        listener.publish_committed(ALL_CHANNELS, 0)
+                        missed = False
+                    while not self._closed.is_set():
+                        for note in conn.notifies(timeout=0.25):
+                            dispatch_notice(note.payload, listener)
+                        if self._suspect.is_set():
+                            # A call lost its connection: are the pool's others good?
+                            self._suspect.clear()
+                            self._probe(listener)
+                        if time.monotonic() - probed > PROBE_INTERVAL_S:
+                            conn.execute("SELECT 1")
+                            probed = time.monotonic()
+                            if missed and self._probe(listener):
+                                listener.publish_committed(ALL_CHANNELS, 0)
+                                missed = False
+            except psycopg.Error as exc:
+                if self._closed.is_set():
+                    return
+                missed = True
+                emit(log, logging.WARNING, "notify_listener_reconnecting", error=str(exc).strip())
+                self._probe(listener)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, 1.0)
 
     def close(self) -> None:
-        self._close_connections()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._read_pool.close()
+        self._write_pool.close()
+        if self._listener_thread is not None:
+            self._listener_thread.join(timeout=5)
 
 
 def schema_version(conn: psycopg.Connection[Any]) -> int:

@@ -164,6 +164,10 @@ class SqlView:
         self._conn = conn
         self._faults = faults
 
+    @property
+    def conn(self) -> Any:
+        return self._conn
+
     # -- dialect -------------------------------------------------------------
 
     def _q(self, sql: str, params: Any = ()) -> Any:
@@ -579,16 +583,27 @@ class SqlView:
             (floor, keep_publishes, channel_id),
         )
 
-    def note_acted_at(self, now_utc_ms: int) -> None:
-        """Raises the clock's durable floor to now_utc_ms (never lowers it)."""
+    def note_acted_at(self, now_utc_ms: int, channel_id: str = "") -> None:
+        """Raises the clock's durable floor to now_utc_ms (never lowers it): on
+        the channel's row for a write to a channel (writes to other channels
+        never wait on it), else on the one shared row."""
+        if channel_id:
+            self._q(
+                "UPDATE channels SET acted_utc_ms = :t WHERE channel_id = :c AND acted_utc_ms < :t",
+                {"t": now_utc_ms, "c": channel_id},
+            )
+            return
         self._q(
             "UPDATE clock_floor SET acted_utc_ms = :t WHERE id = 1 AND acted_utc_ms < :t",
             {"t": now_utc_ms},
         )
 
     def clock_floor_utc_ms(self) -> int:
-        row = self._q("SELECT acted_utc_ms FROM clock_floor WHERE id = 1").fetchone()
-        return int(row[0]) if row else 0
+        row = self._q(
+            "SELECT (SELECT acted_utc_ms FROM clock_floor WHERE id = 1), "
+            "(SELECT MAX(acted_utc_ms) FROM channels)"
+        ).fetchone()
+        return max(int(row[0] or 0), int(row[1] or 0)) if row else 0
 
 
 class _WriteJob:
@@ -606,9 +621,9 @@ class _WriteJob:
 
 
 class SqlStore:
-    """Connection handling shared by both stores: one writer connection whose
-    write transactions are serialized by a lock, and a pool of reader
-    connections each read runs a transaction on (one consistent snapshot).
+    """Connection handling shared by both stores: write transactions on a
+    writer connection, and reader connections each read runs a transaction on
+    (one consistent snapshot). Subclasses say where connections come from.
 
     Writes submitted together are group-committed (`run_write`): the caller
     that finds the writer free leads a batch of every write waiting, runs each
@@ -621,6 +636,7 @@ class SqlStore:
     view_class: type[SqlView] = SqlView
     begin_read = "BEGIN"
     begin_write = "BEGIN"
+    shared = False
     # Most writes one transaction carries.
     max_batch = 64
 
@@ -639,7 +655,7 @@ class SqlStore:
         # Tests: called with each batch's size before it commits.
         self.before_batch_commit: Callable[[int], None] | None = None
 
-    def _started_write(self, conn: Any) -> None:
+    def _started_write(self, conn: Any, channel_id: str) -> None:
         """Runs first in every write transaction."""
 
     def _store_error(self, exc: BaseException) -> BaseException:
@@ -648,44 +664,67 @@ class SqlStore:
             return StoreError(str(exc))
         return exc
 
+    def _raise_translated(self, exc: BaseException) -> None:
+        translated = self._store_error(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
+
     @contextmanager
-    def read(self) -> Iterator[SqlView]:
+    def _read_connection(self) -> Iterator[Any]:
         conn = self._readers.get()
         try:
-            conn.execute(self.begin_read)
-            try:
-                yield self.view_class(conn, self.faults)
-            finally:
-                conn.execute("COMMIT")
-        except BaseException as exc:
-            translated = self._store_error(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+            yield conn
         finally:
             self._readers.put(conn)
 
     @contextmanager
-    def write(self) -> Iterator[SqlView]:
-        """One write transaction of its own (no group commit)."""
+    def _write_connection(self) -> Iterator[Any]:
         with self._write_lock:
             if self._closed.is_set():
                 raise StoreError("the store is closed")
-            conn = self._writer
-            conn.execute(self.begin_write)
-            try:
-                self._started_write(conn)
-                yield self.view_class(conn, self.faults)
-                self.faults.check(FaultStep.COMMIT)
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                conn.execute("ROLLBACK")
-                translated = self._store_error(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
+            yield self._writer
 
-    def run_write(self, fn: Callable[[Any], _T], after_commit: Callable[[_T], None] | None = None) -> _T:
+    def _rollback(self, conn: Any, cause: BaseException) -> None:
+        """Rolls back; a failing ROLLBACK (the connection is gone) is logged,
+        and the error that made the write fail is the one that stands."""
+        try:
+            conn.execute("ROLLBACK")
+        except self.view_class.db_errors as exc:
+            emit(log, logging.WARNING, "rollback_failed", error=str(exc), cause=str(cause))
+
+    @contextmanager
+    def read(self) -> Iterator[SqlView]:
+        try:
+            with self._read_connection() as conn:
+                conn.execute(self.begin_read)
+                try:
+                    yield self.view_class(conn, self.faults)
+                finally:
+                    conn.execute("COMMIT")
+        except BaseException as exc:
+            self._raise_translated(exc)
+
+    @contextmanager
+    def write(self, channel_id: str = "") -> Iterator[SqlView]:
+        """One write transaction of its own (no group commit)."""
+        try:
+            with self._write_connection() as conn:
+                conn.execute(self.begin_write)
+                try:
+                    self._started_write(conn, channel_id)
+                    yield self.view_class(conn, self.faults)
+                    self.faults.check(FaultStep.COMMIT)
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    self._rollback(conn, exc)
+                    raise
+        except BaseException as exc:
+            self._raise_translated(exc)
+
+    def run_write(
+        self, fn: Callable[[Any], _T], after_commit: Callable[[_T], None] | None = None, channel_id: str = ""
+    ) -> _T:
         """Runs fn(view) in a write transaction, group-committed with the
         writes of other threads waiting at the same time; after_commit(result)
         runs after the commit, in commit order, before any caller returns."""
@@ -717,7 +756,7 @@ class SqlStore:
     def _commit_batch(self, batch: list[_WriteJob]) -> None:
         try:
             with self.write() as view:
-                conn = self._writer
+                conn = view.conn
                 for i, job in enumerate(batch):
                     conn.execute(f"SAVEPOINT w{i}")
                     try:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
-from playlog.store.base import StoreError
+from playlog.store.base import StoreError, StoreListener
 from playlog.store.sql import SqlStore, SqlView, backfill_payloads
 from playlog.store.sqlite_schema import MIGRATIONS, PAYLOAD_VERSION
 
@@ -91,8 +90,8 @@ class SqliteStore(SqlStore):
             self._release_lock()
             raise
 
-    def listen_for_publishes(self, callback: Callable[[str, int], None]) -> None:
-        """One process serves a data directory: its own listeners hear every publish."""
+    def listen(self, listener: StoreListener) -> None:
+        """One process serves a data directory: nobody else changes it."""
 
     def close(self) -> None:
         # The owner's clean checkpoint leaves everything in the main database

@@ -171,6 +171,13 @@ BEGIN
 END;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4]
+# Version 5 (issue 10): the latest instant acted on, per channel, so that
+# writes to different channels (on different replicas) do not all wait on one
+# row; the clock's floor is the latest of these and clock_floor's.
+V5 = """
+ALTER TABLE channels ADD COLUMN acted_utc_ms INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]
 # The version whose migration also encodes older entries' payloads.
 PAYLOAD_VERSION = 4
