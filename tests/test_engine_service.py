@@ -564,3 +564,69 @@ def test_a_version_4_database_is_migrated_to_5_and_keeps_its_data(tmp_path: Path
     conn = sqlite3.connect(tmp_path / DB_FILE)
     assert schema_version(conn) == len(MIGRATIONS) == 5
     conn.close()
+
+
+# -- through the served process ------------------------------------------------------------------
+
+
+def test_an_engine_acknowledges_reports_and_is_reconciled_through_the_served_process(tmp_path: Path) -> None:
+    """`playlog serve` on the manual clock, driven through the generated stubs
+    as an engine and an operator would."""
+    from playlog.v1 import (
+        channel_service_pb2,
+        channel_service_pb2_grpc,
+        clock_service_pb2,
+        clock_service_pb2_grpc,
+        engine_service_pb2_grpc,
+        execution_window_service_pb2_grpc,
+        schedule_day_service_pb2,
+        schedule_day_service_pb2_grpc,
+    )
+    from tests.builders import day_of_entries, schedule_day
+    from tests.test_served_process import Served, free_port
+
+    server = Served(tmp_path / "data", free_port(), "--clock", "manual", "--start-utc-ms", str(T0),
+                    "--as-run-tolerance-ms", "250")  # fmt: skip
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            channels = channel_service_pb2_grpc.ChannelServiceStub(channel)
+            days = schedule_day_service_pb2_grpc.ScheduleDayServiceStub(channel)
+            window = execution_window_service_pb2_grpc.ExecutionWindowServiceStub(channel)
+            clock = clock_service_pb2_grpc.ClockServiceStub(channel)
+            engine = engine_service_pb2_grpc.EngineServiceStub(channel)
+            channels.DeclareChannel(
+                channel_service_pb2.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR)
+            )
+            days.StoreScheduleDay(
+                schedule_day_service_pb2.StoreScheduleDayRequest(schedule_day=schedule_day(CH, date_of(DAY1)))
+            )
+            published = window.PublishAtomicReplace(
+                ew.PublishAtomicReplaceRequest(
+                    channel_id=CH,
+                    range_start_utc_ms=DAY1,
+                    range_end_utc_ms=DAY1 + DAY,
+                    entries=day_of_entries(DAY1),
+                )
+            )
+            assert published.ok, published
+            ack = engine.AcknowledgeWindow(
+                eng.AcknowledgeWindowRequest(channel_id=CH, applied_generation_id=1, accepted=True)
+            )
+            assert ack.ok and ack.channel_generation_id == 1
+            clock.SetTime(clock_service_pb2.SetTimeRequest(now_utc_ms=DAY1 + HOUR))
+            events = [seg_event(f"ev-{b}-{s}", b, s) for b in (0, 1) for s in (0, 1)]
+            events[3] = seg_event("ev-1-1", 1, 1, shift_end=-500)  # beyond 250 ms
+            stored = engine.ReportAsRun(eng.ReportAsRunRequest(channel_id=CH, events=events))
+            assert (stored.ok, stored.stored) == (True, 4)
+            retried = engine.ReportAsRun(eng.ReportAsRunRequest(channel_id=CH, events=events))
+            assert (retried.stored, retried.duplicates) == (0, 4)
+            result = engine.ReconcileAsRun(
+                eng.ReconcileAsRunRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + HOUR)
+            )
+            assert result.tolerance_ms == 250
+            assert kinds(result) == [("END_OFF", "d1")]
+            (status,) = engine.ListEngines(eng.ListEnginesRequest(channel_id=CH)).engines
+            assert (status.applied_generation_id, status.generations_behind) == (1, 0)
+            assert status.last_as_run_ended_utc_ms == DAY1 + HOUR - 500
+    finally:
+        assert server.stop() == 0
