@@ -566,6 +566,29 @@ def test_a_version_4_database_is_migrated_to_5_and_keeps_its_data(tmp_path: Path
     conn.close()
 
 
+def test_a_version_4_postgres_database_is_migrated_to_5_and_keeps_its_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from playlog.store import postgres, postgres_schema
+    from tests.postgres import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        monkeypatch.setattr(postgres, "MIGRATIONS", postgres_schema.MIGRATIONS[:4])
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert postgres.migrate(conn) == 4
+            conn.execute("INSERT INTO channels (channel_id, locked_window_ms) VALUES ('kept', 60000)")
+        monkeypatch.undo()
+        store = postgres.PostgresStore(url, read_connections=1)
+        try:
+            with store.read() as r:
+                assert [c.channel_id for c in r.list_channels()] == ["kept"]
+                assert r.engine_statuses("kept") == [] and r.as_run_overlapping("kept", 0, 10) == []
+        finally:
+            store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert postgres.schema_version(conn) == len(postgres_schema.MIGRATIONS) == 5
+
+
 # -- through the served process ------------------------------------------------------------------
 
 
