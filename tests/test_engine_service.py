@@ -404,7 +404,7 @@ async def test_planted_discrepancies_are_each_found(running: Running) -> None:
         block_event("ok-2", 1),
         # d2: nothing reported -> MISSING_AS_RUN
         seg_event("wrong-asset", 3, 0, asset_uri="asset://not-the-log"),
-        seg_event("d3-1", 3, 1),
+        seg_event("d3-1", 3, 1, shift_end=500),  # within the tolerance, into d4's time
         seg_event("late", 4, 0, shift_start=5_000),
         seg_event("d4-1", 4, 1),
         seg_event("d5-0", 5, 0),
@@ -431,8 +431,11 @@ async def test_planted_discrepancies_are_each_found(running: Running) -> None:
     assert late.engine_id == "local" and "+5000 ms" in late.detail
     assert by_kind["DISCREPANCY_KIND_MISSING_AS_RUN"].engine_id == ""
     assert sample("playlog_as_run_discrepancies_total", kind="START_OFF") == before + 1
-    # A narrower range judges only what overlaps it.
-    assert kinds(await reconcile(r, DAY1 + 4 * BLOCK, DAY1 + 5 * BLOCK)) == [("START_OFF", "d4")]
+    # A narrower range judges only what overlaps it; d3's late end is judged
+    # against d3, which lies outside it.
+    narrow = await reconcile(r, DAY1 + 4 * BLOCK, DAY1 + 5 * BLOCK)
+    assert kinds(narrow) == [("START_OFF", "d4")]
+    assert (narrow.blocks_due, narrow.as_run_events) == (1, 3)
 
 
 async def test_the_cut_and_stale_content_are_judged_by_what_was_authoritative_when_it_aired(
