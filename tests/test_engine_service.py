@@ -592,6 +592,16 @@ def test_a_version_4_postgres_database_is_migrated_to_5_and_keeps_its_data(
             assert postgres.schema_version(conn) == len(postgres_schema.MIGRATIONS) == 5
 
 
+def test_the_tolerance_is_a_checked_setting() -> None:
+    from playlog.config import ConfigError, load
+
+    assert load(None, {}).as_run_tolerance_ms == 1000
+    assert load(None, {"PLAYLOG_AS_RUN_TOLERANCE_MS": "40"}).as_run_tolerance_ms == 40
+    for bad in ("-1", "3600001"):
+        with pytest.raises(ConfigError, match="as_run_tolerance_ms"):
+            load(None, {"PLAYLOG_AS_RUN_TOLERANCE_MS": bad})
+
+
 # -- through the served process ------------------------------------------------------------------
 
 
