@@ -113,7 +113,7 @@ class EngineEvidence:
 
     def reconcile_as_run(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> Reconciliation:
         with self.playlog.store.read() as r:
-            now = self.playlog._now(r)
+            now = self.playlog.now_in(r)
             rules.validate_reconcile(channel_id, start_utc_ms, end_utc_ms, now)
             if r.get_channel(channel_id) is None:
                 raise UnknownChannel(channel_id)
@@ -130,4 +130,4 @@ class EngineEvidence:
 
     def gauges(self) -> EngineGauges:
         with self.playlog.store.read() as r:
-            return EngineGauges(self.playlog._now(r), r.runway_ends(), r.engine_statuses(""))
+            return EngineGauges(self.playlog.now_in(r), r.runway_ends(), r.engine_statuses(""))

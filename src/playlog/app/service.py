@@ -215,7 +215,7 @@ class Playlog:
             state["began"] = True
             # "now" is read under the write lock: the windows it defines hold
             # for the whole decision and commit.
-            now = state["now"] = self._now(w)
+            now = state["now"] = self.now_in(w)
             decision = decide(w, now)
             if isinstance(decision, Rejection):
                 raise _Refused(decision)
@@ -482,7 +482,7 @@ class Playlog:
 
     def read_window(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> Snapshot:
         with self.store.read() as r:
-            now = self._now(r)
+            now = self.now_in(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -491,7 +491,7 @@ class Playlog:
     def snapshot_from_now(self, channel_id: str, page: int = 1000) -> Snapshot:
         """The entries that end after now, read in one consistent snapshot."""
         with self.store.read() as r:
-            now = self._now(r)
+            now = self.now_in(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -506,7 +506,7 @@ class Playlog:
 
     def entry_at(self, channel_id: str, at_utc_ms: int, include_flexible: bool) -> StoredEntry | None:
         with self.store.read() as r:
-            now = self._now(r)
+            now = self.now_in(r)
             channel = r.get_channel(channel_id)
             if channel is None:
                 raise UnknownChannel(channel_id)
@@ -633,7 +633,7 @@ class Playlog:
 
     # -- now, and the manual clock --------------------------------------------------
 
-    def _now(self, view: ReadView) -> int:
+    def now_in(self, view: ReadView) -> int:
         """Now, for a decision or a read made in `view`. On a store replicas
         share, the manual clock lives in the store: a move made on another
         replica counts at once, not when its notification arrives."""
@@ -649,7 +649,7 @@ class Playlog:
         if not self._clock_in_store:
             return self.clock.now_utc_ms()
         with self.store.read() as r:
-            return self._now(r)
+            return self.now_in(r)
 
     def move_manual_clock(self, target: Callable[[int], int]) -> int:
         """Moves the manual clock to target(current) (which refuses a move
@@ -658,7 +658,7 @@ class Playlog:
         turns in the store: two replicas cannot both move from the same time."""
 
         def move(w: WriteView) -> int:
-            now = target(self._now(w))
+            now = target(self.now_in(w))
             w.save_manual_clock_utc_ms(now)
             w.note_acted_at(now)
             return now
