@@ -11,12 +11,16 @@ same run on the same machine:
   (Txn / Range / Watch over etcd's own gRPC API, bench/etcdlib.py), in
   interleaved rounds, with the server CPU per operation of both servers;
 - WatchWindow fan-out against a bare grpc.aio streaming server
-  (bench/fanout_server.py) fanning the same bytes out to as many streams.
+  (bench/fanout_server.py) fanning the same bytes out to as many streams;
+- replicas: publishes on one fresh PostgreSQL database through one replica,
+  through two replicas sharing it, and on etcd; WatchWindow latency from a
+  publish on one replica to subscribers on the other.
 
 The last table is the summary: playlog against etcd (or the bare fan-out,
 or a no-op RPC for CPU), with issue 9's goals and whether they are met.
 
-Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short run.
+Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short run,
+`--only replicas` (or publish, read, watch) for some sections.
 Results also go to bench/results/latest.md (and latest.json).
 See bench/README.md for what is measured and how to read the ratios.
 """
