@@ -1344,7 +1344,8 @@ async def fresh_database() -> AsyncIterator[tuple[str, str]]:
     try:
         version = await asyncio.to_thread(admin, f"CREATE DATABASE {name}")
     except psycopg.Error as e:
-        raise PostgresUnavailable(f"cannot create a database on {PG_ADMIN_URL}: {e}") from None
+        why = " ".join(str(e).split())  # one line: it goes into table cells
+        raise PostgresUnavailable(f"cannot create a database on {PG_ADMIN_URL}: {why}") from None
     log(f"replicas: PostgreSQL {version}, fresh database {name}")
     try:
         yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", version
@@ -1476,7 +1477,7 @@ async def bench_replicas(
             )
             a, b = replicas
             on_a = [Client(a.target, i) for i in range(n)]
-            on_b = [Client(b.target, i) for i in range(n)]
+            on_b = [Client(b.target, i) for i in range(half, n)]  # clients half .. n - 1
             clients += on_a + on_b
             log(f"replicas: declaring {n} channels")
             reqs = [await publish_channel(on_a[i], f"rep-{i}") for i in range(n)]
@@ -1486,7 +1487,10 @@ async def bench_replicas(
                 Case("replicas-1", [alternating_publish(on_a[i], r) for i, r in enumerate(reqs)], pids),
                 Case(
                     "replicas-2",
-                    [alternating_publish((on_a if i < half else on_b)[i], r) for i, r in enumerate(reqs)],
+                    [
+                        alternating_publish(on_a[i] if i < half else on_b[i - half], r)
+                        for i, r in enumerate(reqs)
+                    ],
                     pids,
                 ),
             ]
@@ -1932,7 +1936,7 @@ def replica_lines(rows: dict[str, Result]) -> list[str]:
         if r is None:
             continue
         if r.error and r.p50_ms is None:
-            out.append(f"| {label} | {'skipped' if r.skipped else 'FAILED'}: {r.error} | | | | | |")
+            out.append(f"| {label} | {r.error if r.skipped else 'FAILED: ' + r.error} | | | | | |")
             continue
         cpu = cpu_cell(r)
         aux = r.extra.get("aux_cpu_us_per_op")
