@@ -1613,6 +1613,10 @@ def fmt_ratio(x: float | None, base: float | None) -> str | None:
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
 
 
+def same_ratio(x: float | None, base: float | None) -> str:
+    return (fmt_ratio(x, base) or "—") if base is not None and base >= 1.0 else "—"
+
+
 def fmt_diff(x: float | None, base: float | None) -> str:
     if x is None or base is None or math.isnan(x) or math.isnan(base):
         return "—"
@@ -1956,7 +1960,8 @@ def replica_lines(rows: dict[str, Result]) -> list[str]:
             "",
             "The same-replica p50 can be near zero or negative: a replica hands the event to its "
             "subscribers at commit, before the publish's answer reaches the client; so the cross-replica "
-            "cost is also given as a difference (ms).",
+            "cost is also given as a difference (ms), and no ratio is given to a same-replica number "
+            "under 1 ms.",
             "",
             "| WatchWindow, publish ack -> receipt (paced) | p50 ms | p99 ms | p50 / same | p99 / same "
             "| p50 - same | p99 - same | samples |",
@@ -1972,7 +1977,7 @@ def replica_lines(rows: dict[str, Result]) -> list[str]:
             note = f" **({r.error})**" if r.error else ""
             out.append(
                 f"| {label}{note} | {fmt_num(r.p50_ms)} | {fmt_num(r.p99_ms)} "
-                f"| {fmt_ratio(r.p50_ms, same.p50_ms) or '—'} | {fmt_ratio(r.p99_ms, same.p99_ms) or '—'} "
+                f"| {same_ratio(r.p50_ms, same.p50_ms)} | {same_ratio(r.p99_ms, same.p99_ms)} "
                 f"| {fmt_diff(r.p50_ms, same.p50_ms)} | {fmt_diff(r.p99_ms, same.p99_ms)} | {r.samples} |"
             )
     return out
