@@ -11,12 +11,16 @@ same run on the same machine:
   (Txn / Range / Watch over etcd's own gRPC API, bench/etcdlib.py), in
   interleaved rounds, with the server CPU per operation of both servers;
 - WatchWindow fan-out against a bare grpc.aio streaming server
-  (bench/fanout_server.py) fanning the same bytes out to as many streams.
+  (bench/fanout_server.py) fanning the same bytes out to as many streams;
+- replicas: publishes on one fresh PostgreSQL database through one replica,
+  through two replicas sharing it, and on etcd; WatchWindow latency from a
+  publish on one replica to subscribers on the other.
 
 The last table is the summary: playlog against etcd (or the bare fan-out,
 or a no-op RPC for CPU), with issue 9's goals and whether they are met.
 
-Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short run.
+Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short run,
+`--only replicas` (or publish, read, watch) for some sections.
 Results also go to bench/results/latest.md (and latest.json).
 See bench/README.md for what is measured and how to read the ratios.
 """
@@ -39,7 +43,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,9 +106,10 @@ class Config:
     clients: int = 16
     rounds: int = 3
     read_rounds: int = 4
+    replica_subscribers: int = 10  # WatchWindow subscribers on each replica (replicas section)
 
 
-SECTIONS = ("baseline", "publish", "read", "watch")
+SECTIONS = ("baseline", "publish", "read", "watch", "replicas")
 DEFAULT = Config("default", 9.0, 6.0, 1.0, 1000, (1, 100, 1000), 100, 100, (100, 10.0, 40), (1000, 1.0, 15))
 # Quick: the one-at-a-time / burst watch cases without 1,000 subscribers (the
 # fixed-rate comparison still has them), so that it stays under 2 minutes.
@@ -401,6 +407,7 @@ class Window:
     completed: int  # calls that ended inside the window
     seconds: float
     cpu_s: float  # server CPU over the window (0 without a pid)
+    aux_cpu_s: float = 0.0  # CPU of the auxiliary processes (e.g. PostgreSQL backends)
 
     @property
     def rate(self) -> float:
@@ -410,18 +417,31 @@ class Window:
     def cpu_us_per_op(self) -> float | None:
         return 1e6 * self.cpu_s / self.completed if self.completed and self.cpu_s else None
 
+    @property
+    def aux_cpu_us_per_op(self) -> float | None:
+        return 1e6 * self.aux_cpu_s / self.completed if self.completed and self.aux_cpu_s else None
+
 
 async def closed_loop(
-    calls: Sequence[Callable[[], Awaitable[Any]]], seconds: float, warmup: float, pid: int = 0
+    calls: Sequence[Callable[[], Awaitable[Any]]],
+    seconds: float,
+    warmup: float,
+    pid: int | Sequence[int] = 0,
+    aux_pids: Callable[[], Sequence[int]] | None = None,
 ) -> Window:
     """Every client runs its call back to back; only calls that start after the
     warm-up and end within the measured window count for latency and rate.
-    The server process `pid`'s CPU time is read at both ends of the window."""
+    The server process `pid`'s CPU time (the sum over several processes, e.g.
+    replicas) is read at both ends of the window; so is, separately, that of
+    the processes aux_pids() names at each end (processes that exit during the
+    window lose their CPU; processes that start count all of theirs)."""
+    pids = [p for p in ([pid] if isinstance(pid, int) else pid) if p]
     t_measure = now_ns() + int(warmup * 1e9)
     t_end = t_measure + int(seconds * 1e9)
     latencies: list[int] = []
     completed = 0
     cpu: list[float] = []
+    aux: list[float] = []
 
     async def client(call: Callable[[], Awaitable[Any]]) -> None:
         nonlocal completed
@@ -439,17 +459,25 @@ async def closed_loop(
     async def sampler() -> None:
         for t in (t_measure, t_end):
             await asyncio.sleep(max(0.0, (t - now_ns()) / 1e9))
-            cpu.append(cpu_seconds(pid))
+            cpu.append(sum(cpu_seconds(p) for p in pids))
+            if aux_pids is not None:
+                aux.append(sum(cpu_seconds(p) for p in aux_pids()))
 
     tasks = [asyncio.ensure_future(client(c)) for c in calls]
-    if pid:
+    if pids or aux_pids is not None:
         tasks.append(asyncio.ensure_future(sampler()))
     try:
         await asyncio.gather(*tasks)
     finally:
         for t in tasks:
             t.cancel()
-    return Window(latencies, completed, seconds, cpu[1] - cpu[0] if len(cpu) == 2 else 0.0)
+    return Window(
+        latencies,
+        completed,
+        seconds,
+        cpu[1] - cpu[0] if len(cpu) == 2 else 0.0,
+        aux[1] - aux[0] if len(aux) == 2 else 0.0,
+    )
 
 
 async def measure(
@@ -466,8 +494,9 @@ class Case:
 
     key: str
     calls: list[Callable[[], Awaitable[Any]]]
-    pid: int
+    pid: int | Sequence[int]  # server process(es) whose CPU is measured
     windows: list[Window] = field(default_factory=list)
+    aux_pids: Callable[[], Sequence[int]] | None = None  # e.g. the replicas' PostgreSQL backends
 
 
 async def interleaved(cases: Sequence[Case], rounds: int, seconds: float, warmup: float, what: str) -> None:
@@ -479,7 +508,9 @@ async def interleaved(cases: Sequence[Case], rounds: int, seconds: float, warmup
     for r in range(rounds):
         log(f"{what}: round {r + 1} of {rounds}")
         for case in cases if r % 2 == 0 else list(reversed(cases)):
-            w = await closed_loop(case.calls, per_round, warmup if r == 0 else warmup / 5, case.pid)
+            w = await closed_loop(
+                case.calls, per_round, warmup if r == 0 else warmup / 5, case.pid, case.aux_pids
+            )
             case.windows.append(w)
 
 
@@ -497,6 +528,7 @@ def case_numbers(case: Case) -> dict[str, Any]:
         "p99_ms": median([p["p99_ms"] for p in per]),
         "samples": sum(len(w.latencies) for w in case.windows),
         "cpu_us_per_op": median([w.cpu_us_per_op for w in case.windows]),
+        "aux_cpu_us_per_op": median([w.aux_cpu_us_per_op for w in case.windows]),
         "rounds": len(case.windows),
         "per_round": [
             {
@@ -504,6 +536,7 @@ def case_numbers(case: Case) -> dict[str, Any]:
                 "p50_ms": p["p50_ms"],
                 "p99_ms": p["p99_ms"],
                 "cpu_us_per_op": w.cpu_us_per_op,
+                "aux_cpu_us_per_op": w.aux_cpu_us_per_op,
             }
             for w, p in zip(case.windows, per, strict=True)
         ],
@@ -529,7 +562,7 @@ def case_result(
         n["p99_ms"],
         n["samples"],
         baseline,
-        {**(extra or {}), "per_round": n["per_round"]},
+        {**(extra or {}), "per_round": n["per_round"], "aux_cpu_us_per_op": n["aux_cpu_us_per_op"]},
         side=side,
         cpu_us_per_op=n["cpu_us_per_op"],
         rounds=n["rounds"],
@@ -611,21 +644,35 @@ def publish_request(
     )
 
 
-async def playlog_publisher(c: Client, channel_id: str) -> Callable[[], Awaitable[int]]:
+async def publish_channel(c: Client, channel_id: str) -> list[ew.PublishAtomicReplaceRequest]:
     """Declares the channel, stores its day-0 ScheduleDay, publishes day 0 once;
-    -> a call re-replacing day 0, alternating two sets of block ids, so that
-    every publish replaces the whole day with new blocks (the replaced ids
-    are free again)."""
+    -> the two publish requests of day 0 (two sets of block ids) that
+    alternating_publish() takes turns with."""
     await c.declare(channel_id)
     await c.store_days(channel_id, range(1))
     reqs = [publish_request(channel_id, 0, 1, tag) for tag in ("a", "b")]
     await c.publish(reqs[1])
+    return reqs
+
+
+def alternating_publish(
+    c: Client, reqs: list[ew.PublishAtomicReplaceRequest]
+) -> Callable[[], Awaitable[int]]:
+    """-> a call re-replacing the day through `c`, alternating the two sets
+    of block ids, so that every publish replaces the whole day with new blocks
+    (the replaced ids are free again). Calls through several clients (e.g.
+    on several replicas) that share `reqs` keep alternating."""
 
     def call() -> Awaitable[int]:
         reqs.reverse()
         return c.publish(reqs[0])
 
     return call
+
+
+async def playlog_publisher(c: Client, channel_id: str) -> Callable[[], Awaitable[int]]:
+    """publish_channel(), then a call re-replacing day 0 (alternating_publish)."""
+    return alternating_publish(c, await publish_channel(c, channel_id))
 
 
 @dataclass
@@ -679,6 +726,26 @@ def etcd_failed(keys: Sequence[tuple[str, str, str]], etcd: EtcdSide, error: str
     return out
 
 
+async def etcd_publishers(
+    etcd: EtcdSide, channel_ids: Sequence[str], clients: list[etcdlib.EtcdClient]
+) -> list[etcdlib.Publisher]:
+    """One etcd client (own connection) per channel, appended to `clients` for
+    the caller to close; each channel declared with a day-0 ScheduleDay and
+    published once (checked); -> their publishers of day 0 (the publish
+    rows' Txn)."""
+    assert etcd.api is not None and etcd.server is not None
+    pubs = []
+    for i, cid in enumerate(channel_ids):
+        ec = etcdlib.EtcdClient(etcd.api, etcd.server.target, i)
+        clients.append(ec)
+        await ec.declare(cid)
+        await ec.store_days(cid, range(1))
+        pub = ec.publisher(cid, 0, 1)
+        await pub.check()
+        pubs.append(pub)
+    return pubs
+
+
 async def bench_publish(server: PlaylogServer, etcd: EtcdSide, cfg: Config) -> list[Result]:
     """publish-1 / publish-16 on playlog and the same on etcd, interleaved."""
     playlog_clients: list[Client] = []
@@ -704,16 +771,7 @@ async def bench_publish(server: PlaylogServer, etcd: EtcdSide, cfg: Config) -> l
                 assert etcd.api is not None and etcd.server is not None
                 log(f"publish: setting up {n} etcd client(s)")
                 try:
-                    ecs = [etcdlib.EtcdClient(etcd.api, etcd.server.target, i) for i in range(n)]
-                    etcd_clients += ecs
-                    pubs = []
-                    for i, ec in enumerate(ecs):
-                        cid = f"pub{n}-{i}"
-                        await ec.declare(cid)
-                        await ec.store_days(cid, range(1))
-                        pub = ec.publisher(cid, 0, 1)
-                        await pub.check()
-                        pubs.append(pub)
+                    pubs = await etcd_publishers(etcd, [f"pub{n}-{i}" for i in range(n)], etcd_clients)
                     cases.append(Case(f"etcd-publish-{n}", list(pubs), etcd.server.pid))
                 except (etcdlib.EtcdUnavailable, grpc.aio.AioRpcError) as e:
                     etcd_error = f"etcd setup failed: {e}"
@@ -1257,6 +1315,264 @@ async def bench_watch_rates(
     return out
 
 
+# -- replicas: one PostgreSQL database, one or two playlog replicas ------------------------
+
+# The machine's PostgreSQL (the tests' server, trust auth on loopback); the
+# bench creates a fresh database on it and drops it at the end.
+PG_ADMIN_URL = os.environ.get("PLAYLOG_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+class PostgresUnavailable(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def fresh_database() -> AsyncIterator[tuple[str, str]]:
+    """A new, empty database on PG_ADMIN_URL's server, dropped (WITH FORCE)
+    afterwards; -> (its URL, the server's version)."""
+    try:
+        import psycopg
+    except ImportError as e:
+        raise PostgresUnavailable(f"psycopg is not installed ({e})") from None
+    name = f"playlog_bench_{uuid.uuid4().hex[:12]}"
+
+    def admin(sql: str) -> str:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.encode())
+            return conn.info.parameter_status("server_version") or "?"
+
+    try:
+        version = await asyncio.to_thread(admin, f"CREATE DATABASE {name}")
+    except psycopg.Error as e:
+        why = " ".join(str(e).split())  # one line: it goes into table cells
+        raise PostgresUnavailable(f"cannot create a database on {PG_ADMIN_URL}: {why}") from None
+    log(f"replicas: PostgreSQL {version}, fresh database {name}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}", version
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            await asyncio.to_thread(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def backend_pids(database_url: str) -> Callable[[], list[int]]:
+    """-> a function listing the PostgreSQL backends connected to the URL's
+    database now (from /proc: `postgres: <user> <database> <client> ...`)."""
+    marker = f" {database_url.rsplit('/', 1)[1]} ".encode()
+
+    def pids() -> list[int]:
+        out = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError):
+                    cmd = (proc / "cmdline").read_bytes()
+                    if cmd.startswith(b"postgres: ") and marker in cmd:
+                        out.append(int(proc.name))
+        return out
+
+    return pids
+
+
+REPLICA_ROWS = {
+    "replicas-1": "one replica (A): 16 clients",
+    "replicas-2": "two replicas (A, B): 8 + 8 clients",
+    "etcd-replicas": "etcd: 16 clients",
+}
+
+
+async def replica_latency(
+    replicas: Sequence[PlaylogServer], on: Sequence[Client], cfg: Config, workdir: Path
+) -> list[Result]:
+    """WatchWindow subscribers on both replicas (cfg.replica_subscribers each)
+    on one channel; cfg.watch_paced publishes, alternately on A and on B, each
+    once the previous one reached every subscriber of both (+5 ms). Latency
+    = receipt - ack of the publish, per (publish, subscriber): `same` where
+    subscriber and publisher are on one replica, `cross` where not."""
+    cid = "rep-watch"
+    reqs = await publish_channel(on[0], cid)
+    publish = [alternating_publish(c, reqs) for c in on]
+    n = cfg.replica_subscribers
+    subs = [
+        SubscriberProc("playlog", r.target, n, cid, workdir / f"recv-replica-{i}.json")
+        for i, r in enumerate(replicas)
+    ]
+    acks: dict[int, tuple[int, int]] = {}  # generation -> (replica published on, ack time)
+    try:
+        for i, sp in enumerate(subs):
+            log(f"replicas: {n} WatchWindow subscribers on replica {'AB'[i]}")
+            await sp.start(limit_s=120)
+        await asyncio.sleep(0.2)
+        for k in range(2 + cfg.watch_paced):  # the first two: warm-up, not counted
+            origin = k % len(publish)
+            g = await publish[origin]()
+            if k >= 2:
+                acks[g] = (origin, now_ns())
+            for sp in subs:
+                await sp.wait_delivered(g, limit_s=60)
+            await asyncio.sleep(0.005)
+    finally:
+        dumps = [await sp.stop() for sp in subs]
+    lat: dict[str, list[int]] = {"same": [], "cross": []}
+    problems = []
+    for i, dump in enumerate(dumps):
+        recv = dump.get("recv", {})
+        for g, (origin, ack) in acks.items():
+            lat["same" if i == origin else "cross"] += [t - ack for t in recv.get(str(g), [])]
+        if dump.get("resets"):
+            problems.append(f"{dump['resets']} reset snapshots on {'AB'[i]}")
+        if dump.get("out_of_order"):
+            problems.append(f"{dump['out_of_order']} out-of-order events on {'AB'[i]}")
+    out = []
+    for kind, how in (
+        ("same", "subscriber on the replica published on (A -> A, B -> B)"),
+        ("cross", "subscriber on the other replica (A -> B, B -> A)"),
+    ):
+        s = summarize_ns(lat[kind])
+        out.append(
+            Result(
+                f"replicas-{kind}",
+                f"WatchWindow: ack -> receipt, {how}",
+                f"2 replicas, {n} subscribers on each, {len(acks)} publishes one at a time, "
+                "alternately on A and B",
+                None,
+                "",
+                s["p50_ms"],
+                s["p99_ms"],
+                int(s["n"]),
+                None if kind == "same" else "replicas-same",
+                {"max_ms": s["max_ms"], "problems": problems},
+                "; ".join(problems),
+            )
+        )
+    return out
+
+
+async def bench_replicas(
+    etcd: EtcdSide, cfg: Config, workdir: Path, server_args: Sequence[str]
+) -> tuple[list[Result], dict[str, str]]:
+    """Two `playlog serve --database-url` replicas on one fresh PostgreSQL
+    database. Publishes/s of cfg.clients clients on as many channels: all on
+    replica A (B idle), split half and half over A and B, and the same on
+    etcd (the etcd-publish Txn), interleaved; then the watch latency across
+    replicas (replica_latency). -> the rows and lines for the environment."""
+    n, half = cfg.clients, cfg.clients // 2
+    out: list[Result] = []
+    env: dict[str, str] = {}
+    replicas: list[PlaylogServer] = []
+    clients: list[Client] = []
+    etcd_clients: list[etcdlib.EtcdClient] = []
+    etcd_error = ""
+    async with fresh_database() as (url, version):
+        env["PostgreSQL (replicas section)"] = (
+            f"{version} at {PG_ADMIN_URL.rsplit('@', 1)[-1]}, a fresh database"
+        )
+        try:
+            for name in "ab":
+                replica = PlaylogServer(workdir / f"replica-{name}", ["--database-url", url, *server_args])
+                replicas.append(replica)
+                await replica.start()
+                log(f"replicas: replica {name.upper()} serving on {replica.target} (pid {replica.pid})")
+            env["replicas"] = " ".join(
+                Path(a).name if i == 0 else ("<fresh database>" if a == url else a)
+                for i, a in enumerate(replicas[0].cmd)
+            )
+            a, b = replicas
+            on_a = [Client(a.target, i) for i in range(n)]
+            on_b = [Client(b.target, i) for i in range(half, n)]  # clients half .. n - 1
+            clients += on_a + on_b
+            log(f"replicas: declaring {n} channels")
+            reqs = [await publish_channel(on_a[i], f"rep-{i}") for i in range(n)]
+            pids = [a.pid, b.pid]
+            backends = backend_pids(url)
+            cases = [
+                Case("replicas-1", [alternating_publish(on_a[i], r) for i, r in enumerate(reqs)], pids),
+                Case(
+                    "replicas-2",
+                    [
+                        alternating_publish(on_a[i] if i < half else on_b[i - half], r)
+                        for i, r in enumerate(reqs)
+                    ],
+                    pids,
+                ),
+            ]
+            for case in cases:
+                case.aux_pids = backends
+            if etcd.running:
+                assert etcd.server is not None
+                try:
+                    pubs = await etcd_publishers(etcd, [f"rep-{i}" for i in range(n)], etcd_clients)
+                    cases.append(Case("etcd-replicas", list(pubs), etcd.server.pid))
+                except (etcdlib.EtcdUnavailable, grpc.aio.AioRpcError) as e:
+                    etcd_error = f"etcd setup failed: {e}"
+                    log(f"replicas: {etcd_error}")
+            await interleaved(cases, cfg.rounds, cfg.unary_seconds, cfg.warmup_seconds, "replicas")
+            by_key = {c.key: c for c in cases}
+            operation = "PublishAtomicReplace, 48-entry day, PostgreSQL store"
+            out.append(
+                case_result(
+                    by_key["replicas-1"],
+                    operation,
+                    f"{n} clients on {n} channels, own connection each, all on replica A "
+                    "(replica B running, idle)",
+                    "etcd-replicas" if "etcd-replicas" in by_key else None,
+                )
+            )
+            out.append(
+                case_result(
+                    by_key["replicas-2"],
+                    operation,
+                    f"the same {n} channels: {half} clients on replica A, {n - half} on replica B",
+                    "replicas-1",
+                )
+            )
+            if "etcd-replicas" in by_key:
+                out.append(
+                    case_result(
+                        by_key["etcd-replicas"],
+                        "etcd Txn: replace a 48-entry day",
+                        f"{n} clients on {n} channels, own connection each (the Txn of `etcd-publish-{n}`)",
+                        None,
+                        "etcd",
+                    )
+                )
+            else:
+                out += etcd_failed(
+                    [("etcd-replicas", "etcd Txn: replace a 48-entry day", f"{n} clients")], etcd, etcd_error
+                )
+            try:
+                out += await replica_latency(replicas, [on_a[0], on_b[0]], cfg, workdir)
+            except (BenchError, grpc.aio.AioRpcError) as e:
+                # E.g. a replica's subscribers never get the other's publishes.
+                log(f"replicas: watch latency FAILED: {e}")
+                out += [
+                    Result(
+                        f"replicas-{k}",
+                        "WatchWindow across replicas",
+                        "2 replicas",
+                        None,
+                        "",
+                        None,
+                        None,
+                        0,
+                        None,
+                        error=str(e),
+                    )
+                    for k in ("same", "cross")
+                ]
+        finally:
+            for c in clients:
+                await c.close()
+            for ec in etcd_clients:
+                await ec.close()
+            for i, replica in enumerate(replicas):
+                problems = replica.log_problems()
+                await replica.stop()
+                if problems:
+                    env[f"replica {'AB'[i]} log"] = (
+                        f"{len(problems)} error line(s), first: `{problems[0][:300]}`"
+                    )
+    return out, env
+
+
 def bare_payloads(channel_id: str, count: int) -> list[bytes]:
     """Serialized WindowEvents of generations 1..count replacing day 0 with
     its 48 entries: the bytes a playlog subscriber gets for a publish."""
@@ -1295,6 +1611,16 @@ def fmt_ratio(x: float | None, base: float | None) -> str | None:
         return None
     r = x / base
     return f"{r:.2f}x" if r < 10 else f"{r:.0f}x" if r >= 100 else f"{r:.1f}x"
+
+
+def same_ratio(x: float | None, base: float | None) -> str:
+    return (fmt_ratio(x, base) or "—") if base is not None and base >= 1.0 else "—"
+
+
+def fmt_diff(x: float | None, base: float | None) -> str:
+    if x is None or base is None or math.isnan(x) or math.isnan(base):
+        return "—"
+    return f"{x - base:+.2f} ms"
 
 
 def ratio_cell(row: Result, rows: dict[str, Result]) -> str:
@@ -1431,6 +1757,30 @@ def summary_goals(cfg: Config) -> list[Goal]:
             "",
             "bare fan-out",
         ),
+        Goal(
+            f"publishes/s on PostgreSQL, {c} clients: two replicas vs one",
+            "replicas-2",
+            "replicas-1",
+            "rate",
+            "",
+            "one replica",
+        ),
+        Goal(
+            f"publishes/s, {c} clients: two PostgreSQL replicas vs etcd",
+            "replicas-2",
+            "etcd-replicas",
+            "rate",
+            "",
+            "etcd",
+        ),
+        Goal(
+            "publish -> subscriber p99 across replicas vs within one replica",
+            "replicas-cross",
+            "replicas-same",
+            "p99_ms",
+            "",
+            "same replica",
+        ),
     ]
 
 
@@ -1535,6 +1885,7 @@ def render(
             f"| `{r.key}` | {r.operation} | {setup} | {rate} | {fmt_num(r.p50_ms)} | {fmt_num(r.p99_ms)} "
             f"| {ratio_cell(r, rows)} | {cpu_cell(r)} | {r.rounds} | {r.samples} |"
         )
+    lines += replica_lines(rows)
     derived = derived_lines(rows)
     if derived:
         lines += ["", "## Read cost: entries returned vs entries stored", "", *derived]
@@ -1565,6 +1916,71 @@ def render(
             *render_summary(summary_lines),
         ]
     return "\n".join(lines) + "\n"
+
+
+def replica_lines(rows: dict[str, Result]) -> list[str]:
+    """The replicas section's own table: publishes/s against one replica and
+    against etcd, and the watch latency across replicas against within one."""
+    if not any(k in rows for k in (*REPLICA_ROWS, "replicas-same")):
+        return []
+    one, etcd = rows.get("replicas-1"), rows.get("etcd-replicas")
+    out = [
+        "",
+        "## Replicas: playlog on one PostgreSQL database, one replica vs two, beside etcd",
+        "",
+        "Closed loop, each client publishing a 48-entry day on its own channel; medians over the "
+        "interleaved rounds. Server CPU: both replicas' processes (+ the PostgreSQL backends "
+        "connected to the database), or etcd's, per publish.",
+        "",
+        "| case | publishes/s | p50 ms | p99 ms | / one replica | / etcd | server CPU per publish |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in REPLICA_ROWS.items():
+        r = rows.get(key)
+        if r is None:
+            continue
+        if r.error and r.p50_ms is None:
+            out.append(f"| {label} | {r.error if r.skipped else 'FAILED: ' + r.error} | | | | | |")
+            continue
+        cpu = cpu_cell(r)
+        aux = r.extra.get("aux_cpu_us_per_op")
+        if aux:
+            cpu += f" + PostgreSQL {fmt_num(aux)} µs"
+        vs_one = "baseline" if key == "replicas-1" else fmt_ratio(r.rate, one.rate if one else None) or "—"
+        vs_etcd = (
+            "baseline" if key == "etcd-replicas" else fmt_ratio(r.rate, etcd.rate if etcd else None) or "—"
+        )
+        out.append(
+            f"| {label} | {fmt_num(r.rate)} | {fmt_num(r.p50_ms)} | {fmt_num(r.p99_ms)} "
+            f"| {vs_one} | {vs_etcd} | {cpu} |"
+        )
+    same = rows.get("replicas-same")
+    if same is not None:
+        out += [
+            "",
+            "The same-replica p50 can be near zero or negative: a replica hands the event to its "
+            "subscribers at commit, before the publish's answer reaches the client; so the cross-replica "
+            "cost is also given as a difference (ms), and no ratio is given to a same-replica number "
+            "under 1 ms.",
+            "",
+            "| WatchWindow, publish ack -> receipt (paced) | p50 ms | p99 ms | p50 / same | p99 / same "
+            "| p50 - same | p99 - same | samples |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, label in (
+            ("replicas-same", "same replica (published on A, subscriber on A; B on B)"),
+            ("replicas-cross", "cross replica (published on A, subscriber on B; B on A)"),
+        ):
+            r = rows.get(key)
+            if r is None:
+                continue
+            note = f" **({r.error})**" if r.error else ""
+            out.append(
+                f"| {label}{note} | {fmt_num(r.p50_ms)} | {fmt_num(r.p99_ms)} "
+                f"| {same_ratio(r.p50_ms, same.p50_ms)} | {same_ratio(r.p99_ms, same.p99_ms)} "
+                f"| {fmt_diff(r.p50_ms, same.p50_ms)} | {fmt_diff(r.p99_ms, same.p99_ms)} | {r.samples} |"
+            )
+    return out
 
 
 def derived_lines(rows: dict[str, Result]) -> list[str]:
@@ -1709,16 +2125,15 @@ async def run(args: argparse.Namespace) -> int:
     if main_task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     workdir = Path(tempfile.mkdtemp(prefix="playlog-bench-", dir=args.tmpdir))
-    server = PlaylogServer(
-        workdir,
-        [
-            # Progress events would otherwise cost every stream a store read
-            # per second; subscribers also ask for an hour (see README).
-            "--progress-interval-ms",
-            "3600000",
-            *args.server_arg,
-        ],
-    )
+    server_args = [
+        # Progress events would otherwise cost every stream a store read
+        # per second; subscribers also ask for an hour (see README).
+        "--progress-interval-ms",
+        "3600000",
+        *args.server_arg,
+    ]
+    server = PlaylogServer(workdir, server_args)
+    extra_env: dict[str, str] = {}
     etcd = EtcdSide(skipped="not started")
     results: list[Result] = []
     notes: list[str] = []
@@ -1731,7 +2146,10 @@ async def run(args: argparse.Namespace) -> int:
         log(f"playlog serving on {server.target} (pid {server.pid})")
         if sections - {"baseline"}:
             etcd = await start_etcd(args, workdir)
-        results += await bench_baseline(server, cfg)
+        # The health baseline is what the publish, read and watch rows compare
+        # with; `--only replicas` (its own baselines) skips it.
+        if sections != {"replicas"}:
+            results += await bench_baseline(server, cfg)
         if "publish" in sections:
             results += await bench_publish(server, etcd, cfg)
         if "read" in sections:
@@ -1739,7 +2157,18 @@ async def run(args: argparse.Namespace) -> int:
         if "watch" in sections:
             results += await bench_watch(server, cfg, workdir)
             results += await bench_watch_rates(server, etcd, cfg, workdir)
-        if sections - {"baseline"}:
+        if "replicas" in sections:
+            try:
+                rows, replica_env = await bench_replicas(etcd, cfg, workdir, server_args)
+                results += rows
+                extra_env.update(replica_env)
+            except PostgresUnavailable as e:
+                log(f"replicas: PostgreSQL unavailable, the section is skipped: {e}")
+                results += [
+                    skipped_result(key, "replicas (PostgreSQL)", setup, f"skipped: {e}", "playlog")
+                    for key, setup in REPLICA_ROWS.items()
+                ]
+        if sections - {"baseline", "replicas"}:
             notes.append(await drift_check(server.target, cfg, results))
     except (BenchError, grpc.aio.AioRpcError, etcdlib.EtcdUnavailable) as e:
         log(f"FAILED: {e}")
@@ -1766,6 +2195,7 @@ async def run(args: argparse.Namespace) -> int:
         exit_code = 1
     notes.append(f"wall time of the run: {time.monotonic() - started:.0f} s")
     env = environment(cfg, workdir, server, etcd)
+    env.update(extra_env)
     env["load average (1 min) at start / end"] = f"{load_start} / {load_average()}"
     summary_lines = summary(results, cfg)
     report = render(results, env, cfg, notes, summary_lines)
@@ -1798,7 +2228,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated sections: publish,read,watch (default: all; the baseline always runs)",
+        help="comma-separated sections: publish,read,watch,replicas (default: all; the baseline "
+        "runs with publish, read and watch)",
     )
     parser.add_argument(
         "--no-etcd", action="store_true", help="do not start etcd; its rows are marked skipped"
