@@ -725,7 +725,7 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
     servicer, port = fake_server
     c = ClientProcess.start(
         client,
-        follow_argv(clients_built[client], port, "--exit-after-generation", "9"),
+        follow_argv(clients_built[client], port, "--no-report", "--exit-after-generation", "9"),
         tmp_path,
     )
     processes.append(c)
@@ -735,7 +735,7 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
     now = T0 + 10 * MINUTE
     # Progress, status and backoff fields vary; the rest is exact.
     significant = [
-        re.sub(r" (attempt|delay_ms)=\d+", "", t)
+        re.sub(r" (attempt|delay_ms)=\d+| target=\S+$", "", t)
         for t in texts
         if not t.startswith(("PROGRESS", "DISCONNECT"))
     ]
@@ -772,7 +772,7 @@ def test_client_stops_after_max_events(
     processes: list[Any],
 ) -> None:
     _, port = fake_server
-    argv = follow_argv(clients_built[client], port, "--max-events", "3")
+    argv = follow_argv(clients_built[client], port, "--no-report", "--max-events", "3")
     argv[argv.index(CHANNEL)] = "max"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
@@ -793,14 +793,14 @@ def test_client_abandons_a_silent_stream(
 ) -> None:
     servicer, port = fake_server
     argv = follow_argv(
-        clients_built[client], port, "--idle-timeout-ms", "600", "--exit-after-generation", "2"
+        clients_built[client], port, "--no-report", "--idle-timeout-ms", "600", "--exit-after-generation", "2"
     )
     argv[argv.index(CHANNEL)] = "silent"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
     c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
     assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
-    texts = [re.sub(r" (attempt|delay_ms)=\d+", "", line.text) for line in c.snapshot()]
+    texts = [re.sub(r" (attempt|delay_ms)=\d+| target=\S+$", "", line.text) for line in c.snapshot()]
     now = T0 + 10 * MINUTE
     assert texts == [
         f"SUBSCRIBE target=127.0.0.1:{port} channel=silent after_generation=0",
@@ -837,7 +837,7 @@ def test_a_signal_prints_the_window_and_exits_0(
     processes: list[Any],
 ) -> None:
     _, port = fake_server
-    argv = follow_argv(clients_built[client], port)
+    argv = follow_argv(clients_built[client], port, "--no-report")
     argv[argv.index(CHANNEL)] = "steady"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
@@ -855,7 +855,7 @@ def test_a_signal_during_the_reconnect_backoff_prints_the_window(
     client: str, clients_built: dict[str, list[str]], tmp_path: Path, processes: list[Any]
 ) -> None:
     """No server at all: the client is between attempts when SIGTERM comes."""
-    c = ClientProcess.start(client, follow_argv(clients_built[client], free_port()), tmp_path)
+    c = ClientProcess.start(client, follow_argv(clients_built[client], free_port(), "--no-report"), tmp_path)
     processes.append(c)
     c.wait_for(lambda line: line.kind == "RECONNECT", "a reconnect")
     c.proc.send_signal(signal.SIGTERM)
