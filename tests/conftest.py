@@ -22,6 +22,7 @@ from playlog.v1 import (
     channel_service_pb2,
     channel_service_pb2_grpc,
     clock_service_pb2_grpc,
+    engine_service_pb2_grpc,
     execution_window_service_pb2,
     execution_window_service_pb2_grpc,
     schedule_day_service_pb2,
@@ -39,6 +40,7 @@ class Stubs:
     days: schedule_day_service_pb2_grpc.ScheduleDayServiceStub
     audit: audit_service_pb2_grpc.AuditServiceStub
     clock: clock_service_pb2_grpc.ClockServiceStub
+    engine: engine_service_pb2_grpc.EngineServiceStub
 
 
 def make_stubs(channel: grpc.aio.Channel) -> Stubs:
@@ -48,6 +50,7 @@ def make_stubs(channel: grpc.aio.Channel) -> Stubs:
         days=schedule_day_service_pb2_grpc.ScheduleDayServiceStub(channel),
         audit=audit_service_pb2_grpc.AuditServiceStub(channel),
         clock=clock_service_pb2_grpc.ClockServiceStub(channel),
+        engine=engine_service_pb2_grpc.EngineServiceStub(channel),
     )
 
 

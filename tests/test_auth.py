@@ -23,12 +23,14 @@ from playlog.v1 import (
     audit_service_pb2,
     channel_service_pb2,
     clock_service_pb2,
+    engine_service_pb2,
     execution_window_service_pb2,
     schedule_day_service_pb2,
 )
 from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import clock_service_pb2 as clk
+from playlog.v1 import engine_service_pb2 as eng
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import types_pb2 as pb
@@ -44,11 +46,19 @@ DAY2 = T0 + 2 * DAY  # has a ScheduleDay, no entries
 DAY3 = T0 + 3 * DAY  # nothing
 DATES = [date_of(d) for d in (T0, DAY1, DAY2, DAY3)]
 
-READER, SCHEDULER, OPERATOR = "reader-1", "scheduler-1", "operator-1"
-ROLES = {READER: ["reader"], SCHEDULER: ["scheduler"], OPERATOR: ["operator"]}
+READER, SCHEDULER, ENGINE, OPERATOR = "reader-1", "scheduler-1", "engine-1", "operator-1"
+ROLES = {READER: ["reader"], SCHEDULER: ["scheduler"], ENGINE: ["engine"], OPERATOR: ["operator"]}
 NO_TOKEN, WRONG_TOKEN = "<no token>", "<wrong token>"
-CALLERS = [NO_TOKEN, WRONG_TOKEN, READER, SCHEDULER, OPERATOR]
-RANK = {READER: 1, SCHEDULER: 2, OPERATOR: 3}
+CALLERS = [NO_TOKEN, WRONG_TOKEN, READER, SCHEDULER, ENGINE, OPERATOR]
+# SPEC section 9, written out independently of auth.GRANTS: the RPC roles
+# each caller may use. Not a ladder: an engine cannot publish, a scheduler
+# cannot report as-run.
+MAY_USE = {
+    READER: {"reader"},
+    SCHEDULER: {"reader", "scheduler"},
+    ENGINE: {"reader", "engine"},
+    OPERATOR: {"reader", "scheduler", "engine", "operator"},
+}
 
 
 # -- the auth file ------------------------------------------------------------------
@@ -191,6 +201,11 @@ async def state(a: Authed) -> list[bytes]:
         ),
         await s.audit.ListOverrideRecords(audit.ListOverrideRecordsRequest(page_size=1000), metadata=op),
         await s.clock.GetTime(clk.GetTimeRequest(), metadata=op),
+        await s.engine.ListEngines(eng.ListEnginesRequest(channel_id=CH), metadata=op),
+        await s.engine.ListAsRun(
+            eng.ListAsRunRequest(channel_id=CH, start_utc_ms=0, end_utc_ms=T0 + 5 * DAY, page_size=1000),
+            metadata=op,
+        ),
     ]
     for date in DATES:
         msgs.append(
@@ -402,6 +417,62 @@ RPCS = [
         lambda s, md: s.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=MINUTE), metadata=md),
         True,
     ),
+    Rpc(
+        "EngineService",
+        "AcknowledgeWindow",
+        "engine",
+        lambda s, md: s.engine.AcknowledgeWindow(
+            eng.AcknowledgeWindowRequest(channel_id=CH, applied_generation_id=1, accepted=True), metadata=md
+        ),
+        True,
+    ),
+    Rpc(
+        "EngineService",
+        "ReportAsRun",
+        "engine",
+        lambda s, md: s.engine.ReportAsRun(
+            eng.ReportAsRunRequest(
+                channel_id=CH,
+                events=[
+                    eng.AsRunEvent(
+                        event_id="ev-1",
+                        block_id="d0",
+                        generation_id=1,
+                        started_utc_ms=T0 - MINUTE,
+                        ended_utc_ms=T0,
+                        status=eng.AS_RUN_STATUS_AIRED,
+                    )
+                ],
+            ),
+            metadata=md,
+        ),
+        True,
+    ),
+    Rpc(
+        "EngineService",
+        "ListAsRun",
+        "reader",
+        lambda s, md: s.engine.ListAsRun(
+            eng.ListAsRunRequest(channel_id=CH, start_utc_ms=T0 - DAY, end_utc_ms=T0), metadata=md
+        ),
+        False,
+    ),
+    Rpc(
+        "EngineService",
+        "ListEngines",
+        "reader",
+        lambda s, md: s.engine.ListEngines(eng.ListEnginesRequest(channel_id=CH), metadata=md),
+        False,
+    ),
+    Rpc(
+        "EngineService",
+        "ReconcileAsRun",
+        "reader",
+        lambda s, md: s.engine.ReconcileAsRun(
+            eng.ReconcileAsRunRequest(channel_id=CH, start_utc_ms=T0 - HOUR, end_utc_ms=T0), metadata=md
+        ),
+        False,
+    ),
 ]
 
 SPEC_ROLE = {rpc.method: auth.Role.parse(rpc.role) for rpc in RPCS}
@@ -411,6 +482,7 @@ SERVICES = {
     "ScheduleDayService": schedule_day_service_pb2,
     "AuditService": audit_service_pb2,
     "ClockService": clock_service_pb2,
+    "EngineService": engine_service_pb2,
 }
 
 
@@ -434,7 +506,7 @@ def test_the_role_table_is_the_spec() -> None:
 def spy_on_the_application(a: Authed) -> list[str]:
     """Records every call that reaches the application layer or the clock."""
     reached: list[str] = []
-    targets: list[Any] = [a.r.server.playlog, a.r.clock]
+    targets: list[Any] = [a.r.server.playlog, a.r.server.engines, a.r.clock]
 
     def spying(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def spy(*args: Any, **kw: Any) -> Any:
@@ -452,7 +524,7 @@ def spy_on_the_application(a: Authed) -> list[str]:
 
 
 def allowed(caller: str, rpc: Rpc) -> bool:
-    return caller in RANK and RANK[caller] >= auth.Role.parse(rpc.role)
+    return rpc.role in MAY_USE.get(caller, set())
 
 
 @pytest.mark.parametrize("rpc", RPCS, ids=[r.method.rpartition(".")[2] for r in RPCS])
@@ -478,16 +550,20 @@ async def test_role_matrix(authed: Authed, auth_log: AuthCapture, rpc: Rpc) -> N
             assert len(auth_log.events) == logged, auth_log.events[logged:]
             assert len(reached) > calls_before, "the spy sees allowed calls"
             continue
+        # Roles are not a ladder: an allowed caller may have changed things
+        # before this refused one.
+        just_before = await state(authed)
+        calls_before = len(reached)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await rpc.call(authed.stubs, authed.md(caller))
         assert reached[calls_before:] == [], f"servicer code ran for {caller} on {rpc.name}"
-        assert await state(authed) == before, f"{caller} changed something through {rpc.name}"
+        assert await state(authed) == just_before, f"{caller} changed something through {rpc.name}"
         events = auth_log.events[logged:]
         assert len(events) == 1, events
         event = events[0]
         assert event["rpc"] == rpc.method
         assert event["peer"].startswith(("ipv4:", "ipv6:")), event
-        if caller in RANK:
+        if caller in MAY_USE:
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, (caller, refused.value)
             assert caller in details(refused.value)
             assert f"needs the {rpc.role} role" in details(refused.value)
@@ -800,11 +876,21 @@ def test_a_method_missing_from_the_role_table_is_refused() -> None:
     assert auth.required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None) is None
 
 
-def test_roles_are_cumulative() -> None:
-    op = auth.Principal("op", frozenset({auth.Role.OPERATOR}))
-    sched = auth.Principal("s", frozenset({auth.Role.SCHEDULER}))
-    assert op.has(auth.Role.READER) and op.has(auth.Role.SCHEDULER)
+def test_roles_are_a_capability_table_not_a_ladder() -> None:
+    def holder(role: auth.Role) -> auth.Principal:
+        return auth.Principal(role.value, frozenset({role}))
+
+    op, sched = holder(auth.Role.OPERATOR), holder(auth.Role.SCHEDULER)
+    engine, reader = holder(auth.Role.ENGINE), holder(auth.Role.READER)
+    assert all(op.has(r) for r in auth.Role)
     assert sched.has(auth.Role.READER) and not sched.has(auth.Role.OPERATOR)
+    assert not sched.has(auth.Role.ENGINE), "a scheduler cannot report as-run"
+    assert engine.has(auth.Role.READER) and engine.has(auth.Role.ENGINE)
+    assert not engine.has(auth.Role.SCHEDULER), "an engine cannot publish"
+    assert not reader.has(auth.Role.ENGINE) and not reader.has(auth.Role.SCHEDULER)
+    both = auth.Principal("both", frozenset({auth.Role.SCHEDULER, auth.Role.ENGINE}))
+    assert both.has(auth.Role.SCHEDULER) and both.has(auth.Role.ENGINE) and not both.has(auth.Role.OPERATOR)
+    assert auth.Role.parse(" Engine ") is auth.Role.ENGINE
 
 
 async def test_without_auth_every_caller_is_the_local_operator(running: Running) -> None:

@@ -1,8 +1,11 @@
 """Who may do what (SPEC section 9).
 
 Principals authenticate with a bearer token (metadata `authorization`) or a TLS
-client certificate; roles are cumulative: reader < scheduler < operator. The
-table below is the single place that says which role each RPC needs.
+client certificate. Each RPC needs one role (REQUIRED_ROLE, the single place
+that says which); each role holds the roles whose calls it may make
+(GRANTS). Roles are not a ladder: a scheduler and an engine each read, but an
+engine cannot publish and a scheduler cannot report as-run; an operator does
+everything.
 """
 
 from __future__ import annotations
@@ -24,17 +27,29 @@ from playlog.events import emit
 log = logging.getLogger("playlog.auth")
 
 
-class Role(enum.IntEnum):
-    READER = 1
-    SCHEDULER = 2
-    OPERATOR = 3
+class Role(enum.Enum):
+    READER = "reader"
+    SCHEDULER = "scheduler"
+    ENGINE = "engine"
+    OPERATOR = "operator"
 
     @classmethod
     def parse(cls, name: str) -> Role:
         try:
             return cls[name.strip().upper()]
         except KeyError:
-            raise ValueError(f"unknown role {name!r}: expected reader, scheduler or operator") from None
+            raise ValueError(
+                f"unknown role {name!r}: expected reader, scheduler, engine or operator"
+            ) from None
+
+
+# Role held -> the roles whose calls it may make (SPEC section 9).
+GRANTS: dict[Role, frozenset[Role]] = {
+    Role.READER: frozenset({Role.READER}),
+    Role.SCHEDULER: frozenset({Role.READER, Role.SCHEDULER}),
+    Role.ENGINE: frozenset({Role.READER, Role.ENGINE}),
+    Role.OPERATOR: frozenset(Role),
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,7 @@ class Principal:
     roles: frozenset[Role]
 
     def has(self, role: Role) -> bool:
-        return any(r >= role for r in self.roles)
+        return any(role in GRANTS[r] for r in self.roles)
 
 
 LOCAL_PRINCIPAL = Principal("local", frozenset({Role.OPERATOR}))
@@ -80,6 +95,11 @@ REQUIRED_ROLE: dict[str, Role] = {
     f"{_V1}ClockService/GetTime": Role.READER,
     f"{_V1}ClockService/SetTime": Role.OPERATOR,
     f"{_V1}ClockService/AdvanceTime": Role.OPERATOR,
+    f"{_V1}EngineService/AcknowledgeWindow": Role.ENGINE,
+    f"{_V1}EngineService/ReportAsRun": Role.ENGINE,
+    f"{_V1}EngineService/ListAsRun": Role.READER,
+    f"{_V1}EngineService/ListEngines": Role.READER,
+    f"{_V1}EngineService/ReconcileAsRun": Role.READER,
 }
 # Probes must work without credentials, and so must reflection: it reveals only
 # the public contract (the protos), and grpcurl needs it for a health check.
@@ -101,7 +121,7 @@ def required_role(method: str, request: object) -> Role | None:
         return None
     role = REQUIRED_ROLE[method]
     if getattr(request, "operator_override", False):
-        role = max(role, OVERRIDE_ROLE)
+        role = OVERRIDE_ROLE  # the operator may make every call
     return role
 
 
@@ -120,7 +140,7 @@ class Credentials:
 
         [[principal]]
         name = "scheduler-1"
-        roles = ["scheduler"]               # reader, scheduler, operator
+        roles = ["scheduler"]               # reader, scheduler, engine, operator
         token_sha256 = "..."                # from `playlog token`
         # cert_subject = "CN=scheduler-1,O=Example Broadcast,C=US"   # mutual TLS
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "--role",
         action="append",
         required=True,
-        choices=["reader", "scheduler", "operator"],
+        choices=["reader", "scheduler", "engine", "operator"],
         help="role (repeatable)",
     )
 

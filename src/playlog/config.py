@@ -37,6 +37,7 @@ class Settings:
     history_retention_publishes: int = 100_000
     shutdown_grace_seconds: float = 10.0
     worker_threads: int = 8
+    as_run_tolerance_ms: int = 1_000
 
 
 HELP: dict[str, str] = {
@@ -61,6 +62,8 @@ HELP: dict[str, str] = {
     "publishes whatever their generation numbers (0: all)",
     "shutdown_grace_seconds": "how long in-flight calls may finish on SIGTERM/SIGINT",
     "worker_threads": "threads for blocking store calls",
+    "as_run_tolerance_ms": "how far an as-run start or end may be from the log's before ReconcileAsRun "
+    "reports it (START_OFF / END_OFF)",
 }
 
 
@@ -159,6 +162,10 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"database_url must be a postgresql:// URL, got {s.database_url!r}")
     if s.max_message_bytes < 16_384:
         raise ConfigError(f"max_message_bytes must be at least 16384, got {s.max_message_bytes}")
+    if not 0 <= s.as_run_tolerance_ms <= 3_600_000:
+        raise ConfigError(
+            f"as_run_tolerance_ms must be between 0 and 3600000 (1 h), got {s.as_run_tolerance_ms}"
+        )
     if s.history_retention_publishes < 0:
         raise ConfigError("history_retention_publishes must be >= 0")
     for name in ("listen", "metrics_listen"):

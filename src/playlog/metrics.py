@@ -15,20 +15,30 @@ path /metrics). Metric names:
 - playlog_channel_generation{channel_id}: each channel's latest committed
   generation (0 before its first publish), set at start-up and after each
   committed publish;
-- playlog_build_info{version, python, grpcio}: always 1, its labels say what runs.
+- playlog_build_info{version, python, grpcio}: always 1, its labels say what runs;
+- playlog_as_run_events_total{status}: as-run events stored (retries not counted),
+  playlog_nacks_total: NACKs stored, playlog_as_run_discrepancies_total{kind}:
+  discrepancies ReconcileAsRun found;
+- playlog_engine_lag_generations{channel_id, engine_id}: generations an engine
+  is behind its channel, and playlog_channel_runway_ms{channel_id}: how far the
+  channel's published entries reach beyond now (0: none ahead); both read from
+  the store at scrape time, so they are current whatever replica published.
 
 The README's "Metrics" table lists them all with their labels.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 import playlog
 
@@ -56,6 +66,59 @@ CHANNEL_GENERATION = Gauge(
 BUILD_INFO = Gauge(
     "playlog_build_info", "Always 1; the labels say what runs", ["version", "python", "grpcio"]
 )
+AS_RUN_EVENTS = Counter("playlog_as_run_events_total", "As-run events stored, by status", ["status"])
+NACKS = Counter("playlog_nacks_total", "Acknowledgements that refused a generation (NACKs)")
+DISCREPANCIES = Counter(
+    "playlog_as_run_discrepancies_total", "Discrepancies found by ReconcileAsRun, by kind", ["kind"]
+)
+
+# (runway ms by channel, generations behind by (channel, engine)), read at scrape time.
+EngineGaugeSource = Callable[[], tuple[dict[str, int], dict[tuple[str, str], int]]]
+
+
+class _EngineCollector(Collector):
+    """Engine lag and channel runway, computed when scraped: they change with
+    time and with other replicas' writes, not only with this process's calls."""
+
+    def __init__(self) -> None:
+        self.source: EngineGaugeSource | None = None
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "playlog_engine_lag_generations",
+                "Generations an engine is behind its channel's latest",
+                labels=["channel_id", "engine_id"],
+            ),
+            GaugeMetricFamily(
+                "playlog_channel_runway_ms",
+                "How far the channel's published entries reach beyond now (ms; 0: none)",
+                labels=["channel_id"],
+            ),
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag, runway = self._families()
+        source = self.source
+        if source is not None:
+            try:
+                runways, lags = source()
+            except Exception as exc:  # a scrape must not fail because the store is away
+                logging.getLogger("playlog.metrics").warning("engine gauges unavailable: %s", exc)
+            else:
+                for channel_id, ms in sorted(runways.items()):
+                    runway.add_metric([channel_id], ms)
+                for (channel_id, engine_id), behind in sorted(lags.items()):
+                    lag.add_metric([channel_id, engine_id], behind)
+        yield lag
+        yield runway
+
+
+ENGINE_GAUGES = _EngineCollector()
+REGISTRY.register(ENGINE_GAUGES)
 
 _generation_lock = threading.Lock()
 _generations: dict[str, int] = {}

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from playlog import metrics, wire
+from playlog.api.engine_servicer import EngineServicer
 from playlog.api.interceptor import CallInterceptor
 from playlog.api.servicers import (
     AuditServicer,
@@ -31,6 +32,7 @@ from playlog.api.servicers import (
     ScheduleDayServicer,
 )
 from playlog.api.watch import ALL_CHANNELS, WatchHub
+from playlog.app.engines import EngineEvidence
 from playlog.app.service import Playlog
 from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
@@ -45,6 +47,8 @@ from playlog.v1 import (
     channel_service_pb2_grpc,
     clock_service_pb2,
     clock_service_pb2_grpc,
+    engine_service_pb2,
+    engine_service_pb2_grpc,
     execution_window_service_pb2,
     execution_window_service_pb2_grpc,
     schedule_day_service_pb2,
@@ -62,6 +66,7 @@ SERVICE_NAMES = [
     schedule_day_service_pb2.DESCRIPTOR.services_by_name["ScheduleDayService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     clock_service_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
+    engine_service_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name,
 ]
 
 
@@ -157,6 +162,7 @@ class PlaylogServer:
             event_encoder=wire.replaced_event,
             max_event_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
+        self.engines = EngineEvidence(self.playlog, settings.as_run_tolerance_ms)
         self.watch = WatchHub(
             self.playlog,
             self.executor,
@@ -188,6 +194,7 @@ class PlaylogServer:
             for known in r.list_channels():
                 metrics.note_generation(known.channel_id, known.current_generation_id)
         metrics.set_build_info()
+        metrics.ENGINE_GAUGES.source = self._engine_gauges
         server = grpc.aio.server(
             interceptors=[CallInterceptor(self.credentials)],
             options=[
@@ -217,6 +224,9 @@ class PlaylogServer:
         clock_service_pb2_grpc.add_ClockServiceServicer_to_server(
             ClockServicer(self.clock, self.playlog, self.executor), server
         )
+        engine_service_pb2_grpc.add_EngineServiceServicer_to_server(
+            EngineServicer(self.playlog, self.engines, self.executor), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -242,6 +252,11 @@ class PlaylogServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
+    def _engine_gauges(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        g = self.engines.gauges()
+        runway = {c: max(0, end - g.now_utc_ms) for c, end in g.runway_ends.items()}
+        return runway, {(s.channel_id, s.engine_id): s.generations_behind for s in g.engines}
+
     def _on_remote_publish(self, channel_id: str, generation_id: int) -> None:
         if channel_id != ALL_CHANNELS:
             metrics.note_generation(channel_id, generation_id)
@@ -254,6 +269,8 @@ class PlaylogServer:
             return
         await self.health.enter_graceful_shutdown()
         self.watch.close()
+        if metrics.ENGINE_GAUGES.source == self._engine_gauges:
+            metrics.ENGINE_GAUGES.source = None  # its store is about to close
         await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         await asyncio.get_running_loop().run_in_executor(None, self._stop_metrics)
         await asyncio.get_running_loop().run_in_executor(None, self._close_store)

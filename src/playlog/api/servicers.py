@@ -370,10 +370,11 @@ class AuditServicer(_Base, audit_grpc.AuditServiceServicer):
         )
 
 
-# Page tokens are opaque: a version, the channel_id filter they were issued
-# for and the last seq seen, with a checksum so that an edited token is
-# refused instead of read. (The key is no secret: the checksum catches edits
-# and mix-ups; the seq is range-checked as well.)
+# Page tokens are opaque: a version, the numbers of the cursor (the last
+# row seen) and the scope they were issued for (the request's filters), with
+# a checksum so that an edited token is refused instead of read. (The key is
+# no secret: the checksum catches edits and mix-ups between RPCs and filters;
+# the numbers are range-checked as well.)
 _PAGE_TOKEN_VERSION = 1
 _PAGE_TOKEN_KEY = b"playlog.v1.AuditService.ListOverrideRecords page token\x00"
 _PAGE_TOKEN_CHECKSUM_BYTES = 8
@@ -381,20 +382,22 @@ _PAGE_TOKEN_MAX_CHARS = 512  # a token this server issues is under 200
 _MAX_SEQ = 2**53 - 1
 
 
-def _page_token_checksum(payload: bytes) -> bytes:
-    return hashlib.sha256(_PAGE_TOKEN_KEY + payload).digest()[:_PAGE_TOKEN_CHECKSUM_BYTES]
+def _page_token_checksum(key: bytes, payload: bytes) -> bytes:
+    return hashlib.sha256(key + payload).digest()[:_PAGE_TOKEN_CHECKSUM_BYTES]
 
 
-def _encode_page_token(seq: int, channel_id: str) -> str:
-    payload = bytes([_PAGE_TOKEN_VERSION]) + seq.to_bytes(8, "big") + channel_id.encode()
-    return base64.urlsafe_b64encode(payload + _page_token_checksum(payload)).decode()
+def encode_cursor(key: bytes, numbers: tuple[int, ...], scope: str) -> str:
+    payload = bytes([_PAGE_TOKEN_VERSION]) + b"".join(n.to_bytes(8, "big") for n in numbers) + scope.encode()
+    return base64.urlsafe_b64encode(payload + _page_token_checksum(key, payload)).decode()
 
 
-def _decode_page_token(token: str, channel_id: str) -> int:
-    """The seq a page token continues after (0: from the start); MalformedRequest
-    if this server did not issue it for this channel_id filter."""
+def decode_cursor(
+    key: bytes, token: str, count: int, scope: str, issued_for: str = "this request's filters"
+) -> tuple[int, ...] | None:
+    """The cursor a page token continues after (None: from the start);
+    MalformedRequest if this server did not issue it for this scope."""
     if not token:
-        return 0
+        return None
     try:
         if len(token) > _PAGE_TOKEN_MAX_CHARS:
             raise ValueError
@@ -404,22 +407,33 @@ def _decode_page_token(token: str, channel_id: str) -> int:
     except ValueError:  # incl. binascii.Error and UnicodeEncodeError
         raw = b""
     payload, checksum = raw[:-_PAGE_TOKEN_CHECKSUM_BYTES], raw[-_PAGE_TOKEN_CHECKSUM_BYTES:]
+    width = 1 + 8 * count
     if (
-        len(payload) >= 9
+        len(payload) >= width
         and payload[0] == _PAGE_TOKEN_VERSION
-        and hmac.compare_digest(checksum, _page_token_checksum(payload))
-        and payload[9:] == channel_id.encode()
+        and hmac.compare_digest(checksum, _page_token_checksum(key, payload))
+        and payload[width:] == scope.encode()
     ):
-        seq = int.from_bytes(payload[1:9], "big")
-        if 0 <= seq <= _MAX_SEQ:
-            return seq
+        numbers = tuple(int.from_bytes(payload[1 + 8 * i : 9 + 8 * i], "big") for i in range(count))
+        if all(0 <= n <= _MAX_SEQ for n in numbers):
+            return numbers
     raise MalformedRequest(
         [
             FieldViolation(
-                "page_token", "not a token this server issued for this channel_id: pass next_page_token as is"
+                "page_token", f"not a token this server issued for {issued_for}: pass next_page_token as is"
             )
         ]
     )
+
+
+def _encode_page_token(seq: int, channel_id: str) -> str:
+    return encode_cursor(_PAGE_TOKEN_KEY, (seq,), channel_id)
+
+
+def _decode_page_token(token: str, channel_id: str) -> int:
+    """The seq a page token continues after (0: from the start)."""
+    cursor = decode_cursor(_PAGE_TOKEN_KEY, token, 1, channel_id, "this channel_id")
+    return 0 if cursor is None else cursor[0]
 
 
 class ClockServicer(_Base, clock_grpc.ClockServiceServicer):

@@ -137,6 +137,20 @@ QUERIES: list[tuple[str, str]] = [
            WHERE d.is_manual_override = 1 AND s.id IS NULL AND {_CH.format(alias="d.")}""",
     ),
     (
+        # LAW-DERIVATION from what aired: as-run -> entry (block, generation).
+        # An event that did trace may name a version pruned since (its
+        # generation at or below the history floor): that is not a finding.
+        "AS_RUN_UNTRACED",
+        f"""SELECT a.channel_id, 'as-run event ' || a.event_id || ' of engine ' || a.engine_id
+               || ' names block ' || a.block_id || ' of generation ' || a.generation_id
+               || ', which no entry ever had'
+           FROM as_run a JOIN channels c ON c.channel_id = a.channel_id
+           WHERE {_CH.format(alias="a.")}
+               AND (a.traced = 0 OR a.generation_id > c.history_floor_generation)
+               AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.channel_id = a.channel_id
+                   AND e.block_id = a.block_id AND e.generation_id = a.generation_id)""",
+    ),
+    (
         "DUPLICATE_SCHEDULE_DAY",
         f"""SELECT channel_id, COUNT(*) || ' authoritative ScheduleDays for ' || programming_day_date
            FROM schedule_days WHERE is_authoritative = 1 AND {_CH.format(alias="")}

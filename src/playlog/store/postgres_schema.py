@@ -158,6 +158,75 @@ FOR EACH ROW WHEN (OLD.payload IS NOT NULL)
 EXECUTE FUNCTION playlog_refuse('INV-PLAYLOG-LOCKED-IMMUTABLE-001: entries are replaced, never updated');
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4]
+# Version 5 (issue 11): engines' evidence. The latest acknowledgement of each
+# engine on each channel, every NACK (append-only), and as-run events
+# (append-only, idempotent by (engine_id, event_id)).
+V5 = """
+CREATE TABLE engine_status (
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    engine_id TEXT NOT NULL,
+    applied_generation_id BIGINT NOT NULL DEFAULT 0,
+    last_acknowledged_utc_ms BIGINT NOT NULL DEFAULT 0,
+    last_as_run_received_utc_ms BIGINT NOT NULL DEFAULT 0,
+    last_as_run_ended_utc_ms BIGINT NOT NULL DEFAULT 0,
+    last_nack_generation_id BIGINT NOT NULL DEFAULT 0,
+    last_nack_utc_ms BIGINT NOT NULL DEFAULT 0,
+    last_nack_detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (channel_id, engine_id)
+);
+
+CREATE TABLE engine_nacks (
+    seq BIGSERIAL PRIMARY KEY,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    engine_id TEXT NOT NULL,
+    generation_id BIGINT NOT NULL,
+    detail TEXT NOT NULL,
+    nacked_utc_ms BIGINT NOT NULL,
+    channel_generation_id BIGINT NOT NULL
+);
+CREATE INDEX engine_nacks_by_engine ON engine_nacks (channel_id, engine_id, seq);
+
+CREATE TABLE as_run (
+    seq BIGSERIAL PRIMARY KEY,
+    engine_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    channel_id TEXT NOT NULL REFERENCES channels (channel_id),
+    block_id TEXT NOT NULL,
+    generation_id BIGINT NOT NULL,
+    segment_id TEXT NOT NULL,
+    asset_uri TEXT NOT NULL,
+    started_utc_ms BIGINT NOT NULL,
+    ended_utc_ms BIGINT NOT NULL CHECK (ended_utc_ms >= started_utc_ms),
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    received_utc_ms BIGINT NOT NULL,
+    traced SMALLINT NOT NULL,
+    UNIQUE (engine_id, event_id)
+);
+CREATE INDEX as_run_by_start ON as_run (channel_id, started_utc_ms, seq);
+
+-- The longest as-run event of each channel: how far before a range's start
+-- an event overlapping it can start (bounds the index search).
+CREATE TABLE as_run_spans (
+    channel_id TEXT PRIMARY KEY REFERENCES channels (channel_id),
+    longest_ms BIGINT NOT NULL
+);
+
+-- Reconciliation looks up every version of a block by its id.
+CREATE INDEX entries_by_block ON entries (channel_id, block_id, generation_id);
+
+CREATE TRIGGER as_run_no_update BEFORE UPDATE ON as_run
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-PLAYLOG-AS-RUN-APPEND-ONLY-001: as-run events are append-only');
+CREATE TRIGGER as_run_no_delete BEFORE DELETE ON as_run
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse(
+    'INV-PLAYLOG-AS-RUN-APPEND-ONLY-001: as-run events are append-only');
+CREATE TRIGGER engine_nacks_no_update BEFORE UPDATE ON engine_nacks
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse('INV-PLAYLOG-AS-RUN-APPEND-ONLY-001: NACKs are append-only');
+CREATE TRIGGER engine_nacks_no_delete BEFORE DELETE ON engine_nacks
+FOR EACH ROW EXECUTE FUNCTION playlog_refuse('INV-PLAYLOG-AS-RUN-APPEND-ONLY-001: NACKs are append-only');
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5]
 # The version whose migration also encodes older entries' payloads.
 PAYLOAD_VERSION = 4

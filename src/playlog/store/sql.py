@@ -34,6 +34,7 @@ from playlog.store.base import (
     StoredEntry,
     StoreError,
 )
+from playlog.store.engines_sql import EngineEvidenceSql
 
 # What checks and indexes need; the whole entry is its wire form, `payload`.
 _SPAN_COLUMNS = (
@@ -149,7 +150,7 @@ def _record(row: Sequence[Any]) -> OverrideRecord:
     )
 
 
-class SqlView:
+class SqlView(EngineEvidenceSql):
     """Read (and, for the writer, write) access inside one transaction.
 
     The SQL is shared by both dialects: written for SQLite (`?` and `:name`
