@@ -859,11 +859,13 @@ class Follower {
   }
 
   Step OnProgress(const ProgressEvent& p) {
+    // What aired up to this now is reported first: a PROGRESS line means its
+    // as-run has been handed to the reporter.
+    Account(p.now_utc_ms());
     std::ostringstream line;
     line << "PROGRESS now=" << p.now_utc_ms() << " locked_until=" << p.locked_until_utc_ms()
          << " generation=" << p.channel_generation_id();
     Emit(line.str());
-    Account(p.now_utc_ms());
     now_ = p.now_utc_ms();
     have_now_ = true;
     window_.PruneBefore(now_);

@@ -797,8 +797,10 @@ class Follower {
   }
 
   onProgress(p) {
-    emit(`PROGRESS now=${p.now_utc_ms} locked_until=${p.locked_until_utc_ms} generation=${p.channel_generation_id}`);
+    // What aired up to this now is reported first: a PROGRESS line means its
+    // as-run has been handed to the reporter.
     this.account(big(p.now_utc_ms));
+    emit(`PROGRESS now=${p.now_utc_ms} locked_until=${p.locked_until_utc_ms} generation=${p.channel_generation_id}`);
     this.now = big(p.now_utc_ms);
     this.window.pruneBefore(this.now);
     this.emitOnAir();
