@@ -33,6 +33,7 @@ from playlog.v1 import (
     audit_service_pb2,
     channel_service_pb2,
     clock_service_pb2,
+    engine_service_pb2,
     execution_window_service_pb2,
     schedule_day_service_pb2,
 )
@@ -57,6 +58,7 @@ SERVICE_MODULES = (
     audit_service_pb2,
     channel_service_pb2,
     clock_service_pb2,
+    engine_service_pb2,
     execution_window_service_pb2,
     schedule_day_service_pb2,
 )
@@ -121,7 +123,7 @@ async def _still_usable(r: Running) -> None:
 def test_every_integer_field_of_every_request_has_a_range() -> None:
     types = request_types()
     # The enumeration itself must see the services (an empty one proves nothing).
-    assert len(types) == 20
+    assert len(types) == 25
     assert types["playlog.v1.ExecutionWindowService/PublishAtomicReplace"].name == (
         "PublishAtomicReplaceRequest"
     )

@@ -418,12 +418,9 @@ def reconcile(
                 )
             )
             continue
+        # Current block ids are unique on a channel: the block, if it is in
+        # the range, is the one the event is about, early or late.
         target = by_block.get(e.block_id)
-        if target is not None and not (
-            target.start_utc_ms - tolerance_ms < max(e.ended_utc_ms, e.started_utc_ms + 1)
-            and e.started_utc_ms < target.end_utc_ms + tolerance_ms
-        ):
-            target = None  # the block id names an entry at another time
         if target is None or _stale(version, e):
             out.append(_aired_what_was_not_authoritative(record, version, entries))
             continue

@@ -140,7 +140,7 @@ class EngineEvidenceSql:
             "COALESCE((SELECT p.committed_utc_ms FROM publishes p WHERE p.channel_id = s.channel_id "
             "  AND p.generation_id > s.applied_generation_id ORDER BY p.generation_id LIMIT 1), 0) "
             "FROM engine_status s JOIN channels c USING (channel_id) "
-            "WHERE (:c = '' OR s.channel_id = :c) ORDER BY s.channel_id, s.engine_id",
+            f"{'WHERE s.channel_id = :c ' if channel_id else ''}ORDER BY s.channel_id, s.engine_id",
             {"c": channel_id},
         ).fetchall()
         out = []
