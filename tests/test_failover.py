@@ -8,7 +8,8 @@ same time). A client given both addresses follows replica A; A is SIGKILLed
 between publishes; the client must resume on B from its last applied
 generation (WatchWindow's after_generation_id), so its output shows every
 generation exactly once, in order, with no second (reset) snapshot, and its
-final window equals B's ReadWindowSnapshot.
+final window equals B's ReadWindowSnapshot. Its acknowledgements
+(EngineService) fail over the same way: B stores them.
 
 The C++ client is given the addresses as one comma-separated --target, the
 Node one as repeated --server flags: both forms of the list are exercised.
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from playlog.v1 import engine_service_pb2, engine_service_pb2_grpc
 from tests.builders import HOUR, MINUTE, T0, blocks, date_of, entry
 from tests.postgres import fresh_postgres_database
 from tests.test_engine_clients import (  # noqa: F401  (clients_built, processes: fixtures)
@@ -38,12 +40,21 @@ from tests.test_engine_clients import (  # noqa: F401  (clients_built, processes
 )
 
 
-def _replica(tmp_path: Path, name: str, url: str, now: int) -> ServerProcess:
+def _replica(tmp_path: Path, name: str, url: str, now: int) -> Replica:
     """A replica on the shared database (its data dir holds nothing of the store)."""
     (tmp_path / name).mkdir()
-    server = ServerProcess(tmp_path / name / "data", tmp_path / name)
+    server = Replica(tmp_path / name / "data", tmp_path / name)
     server.start(free_port(), now, extra=["--database-url", url])
     return server
+
+
+class Replica(ServerProcess):
+    def applied_generations(self) -> dict[str, int]:
+        """ListEngines: each engine's acknowledged generation (no auth: the
+        one local principal)."""
+        stub = engine_service_pb2_grpc.EngineServiceStub(self._ch())
+        engines = stub.ListEngines(engine_service_pb2.ListEnginesRequest(channel_id=CHANNEL), timeout=10)
+        return {e.engine_id: int(e.applied_generation_id) for e in engines.engines}
 
 
 def _address_args(client: str, addresses: list[str]) -> list[str]:
@@ -111,6 +122,11 @@ def test_client_fails_over_to_the_next_replica_missing_and_repeating_nothing(
         # Then live from B: a publish, and the clock moving on (b's progress).
         assert b.published(T0 + 8 * HOUR, T0 + 9 * HOUR, [entry("f0", T0 + 8 * HOUR, T0 + 9 * HOUR)]) == 6
         c.wait_generation(6)
+        # The acknowledgements failed over too: B stored the one of 6 (A is dead).
+        c.wait_for(
+            lambda line: line.text.startswith("ACKED generation=6 accepted=1 "), "6 acknowledged via B"
+        )
+        assert b.applied_generations() == {"local": 6}
         now = T0 + 30 * MINUTE
         b.set_time(now)
         c.wait_for(lambda line: line.text == f"ONAIR now=a1 next=a2 at={now}", "the clock moving, via B")
