@@ -372,11 +372,12 @@ def processes() -> Iterator[list[Any]]:
         p.stop()
 
 
-def follow_argv(prefix: list[str], port: int, *extra: str) -> list[str]:
+def follow_argv(prefix: list[str], port: int | list[str], *extra: str) -> list[str]:
+    """A client's command line: the server on `port`, or `port` as the
+    address options themselves (e.g. ["--target", "a,b"])."""
     return [
         *prefix,
-        "--target",
-        f"127.0.0.1:{port}",
+        *(["--target", f"127.0.0.1:{port}"] if isinstance(port, int) else port),
         "--channel",
         CHANNEL,
         "--progress-interval-ms",

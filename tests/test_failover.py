@@ -35,6 +35,7 @@ from tests.test_engine_clients import (  # noqa: F401  (clients_built, processes
     ServerProcess,
     check_chain,
     clients_built,
+    follow_argv,
     free_port,
     processes,
 )
@@ -84,18 +85,9 @@ def test_client_fails_over_to_the_next_replica_missing_and_repeating_nothing(
 
         c = ClientProcess.start(
             client,
-            [
-                *clients_built[client],
-                *_address_args(client, [addr_a, addr_b]),
-                "--channel",
-                CHANNEL,
-                "--progress-interval-ms",
-                "200",
-                "--max-backoff-ms",
-                "800",
-                "--exit-after-generation",
-                "7",
-            ],
+            follow_argv(
+                clients_built[client], _address_args(client, [addr_a, addr_b]), "--exit-after-generation", "7"
+            ),
             tmp_path,
         )
         processes.append(c)

@@ -287,6 +287,16 @@ bool LooksLikeTls(const grpc::Status& status) {
   return false;
 }
 
+// The wait before retry number `attempt` + 1: exponential from
+// 100 ms (initial_backoff_ms) to --max-backoff-ms, half of each step fixed, half random.
+std::int64_t BackoffMs(const Options& o, int attempt, std::mt19937_64& rng) {
+  std::int64_t step = o.initial_backoff_ms;
+  for (int i = 0; i < attempt && step < o.max_backoff_ms; ++i) step *= 2;
+  step = std::min(step, o.max_backoff_ms);
+  std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
+  return step - step / 2 + jitter(rng);
+}
+
 std::string ReadFile(const std::string& flag, const std::string& path) {
   std::ifstream in(path);
   if (!in) Usage("cannot read " + flag + " " + path);
@@ -554,11 +564,7 @@ class Reporter {
       }
       // Unavailable, deadline, a replica going away: the next replica, later.
       current_ = (current_ + 1) % stubs_.size();
-      std::int64_t step = opts_.initial_backoff_ms;
-      for (int i = 0; i < attempt_ && step < opts_.max_backoff_ms; ++i) step *= 2;
-      step = std::min(step, opts_.max_backoff_ms);
-      std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
-      std::int64_t delay = step - step / 2 + jitter(rng_);
+      std::int64_t delay = BackoffMs(opts_, attempt_, rng_);
       ++attempt_;
       std::fprintf(stderr, "playlog_follow: %s to %s failed: %s: %s; retry %d on %s in %lld ms\n", what,
                    opts_.targets[target].c_str(), StatusName(code), status.error_message().c_str(), attempt_,
@@ -640,12 +646,7 @@ class Follower {
       // Whatever ended the stream, the next attempt goes to the next replica.
       std::string from = opts_.targets[current_];
       current_ = (current_ + 1) % stubs_.size();
-      // Backoff with jitter: half the step fixed, half random.
-      std::int64_t step = opts_.initial_backoff_ms;
-      for (int i = 0; i < attempt && step < opts_.max_backoff_ms; ++i) step *= 2;
-      step = std::min(step, opts_.max_backoff_ms);
-      std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
-      std::int64_t delay = step - step / 2 + jitter(rng_);
+      std::int64_t delay = BackoffMs(opts_, attempt, rng_);
       ++attempt;
       {
         std::unique_lock<std::mutex> lock(stop_mu_);

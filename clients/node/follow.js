@@ -229,6 +229,16 @@ const FATAL = new Set([
   grpc.status.UNIMPLEMENTED,
 ]);
 
+// The wait before retry number `attempt` + 1: exponential from
+// initialBackoffMs to --max-backoff-ms, half of each step fixed, half random.
+function backoffMs(o, attempt) {
+  let step = o.initialBackoffMs;
+  for (let i = 0; i < attempt && step < o.maxBackoffMs; i++) step *= 2;
+  step = Math.min(step, o.maxBackoffMs);
+  const half = Math.floor(step / 2);
+  return step - half + Math.floor(Math.random() * (half + 1));
+}
+
 // A stream that ends UNAVAILABLE before any event over TLS: a handshake the
 // server refused (no or unknown client certificate) or one the client refused
 // (a server certificate not signed by --ca-cert), as grpc-js words them.
@@ -492,11 +502,7 @@ class Reporter {
     // Unavailable, deadline, a replica going away: the next replica, later.
     const o = this.opts;
     this.current = (this.current + 1) % this.clients.length;
-    let step = o.initialBackoffMs;
-    for (let i = 0; i < this.attempt && step < o.maxBackoffMs; i++) step *= 2;
-    step = Math.min(step, o.maxBackoffMs);
-    const half = Math.floor(step / 2);
-    const delay = step - half + Math.floor(Math.random() * (half + 1));
+    const delay = backoffMs(o, this.attempt);
     this.attempt += 1;
     const next = o.targets[this.current];
     process.stderr.write(
@@ -690,12 +696,7 @@ class Follower {
 
   reconnect() {
     const o = this.opts;
-    // Backoff with jitter: half the step fixed, half random.
-    let step = o.initialBackoffMs;
-    for (let i = 0; i < this.attempt && step < o.maxBackoffMs; i++) step *= 2;
-    step = Math.min(step, o.maxBackoffMs);
-    const half = Math.floor(step / 2);
-    const delay = step - half + Math.floor(Math.random() * (half + 1));
+    const delay = backoffMs(o, this.attempt);
     this.attempt += 1;
     // Whatever ended the stream, the next attempt goes to the next replica.
     const from = o.targets[this.current];
