@@ -765,6 +765,36 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
 
 
 @pytest.mark.parametrize("client", ["cpp", "node"])
+def test_reports_turn_off_on_a_server_without_engine_service_and_following_goes_on(
+    client: str,
+    clients_built: dict[str, list[str]],
+    fake_server: tuple[ScriptedWatch, int],
+    tmp_path: Path,
+    processes: list[Any],
+) -> None:
+    """The fake serves WatchWindow only: the first acknowledgement gets
+    UNIMPLEMENTED, said once, and the client follows on to the same end."""
+    _, port = fake_server
+    c = ClientProcess.start(
+        client, follow_argv(clients_built[client], port, "--exit-after-generation", "9"), tmp_path
+    )
+    processes.append(c)
+    c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
+    assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+    texts = [line.text for line in c.snapshot()]
+    assert [t for t in texts if t.startswith(("REPORTS_OFF", "ACKED", "REPORT_"))] == [
+        "REPORTS_OFF code=UNIMPLEMENTED"
+    ], c.dump()
+    assert texts[-3:] == [
+        "PENDING acks=0 as_run=0",
+        "WINDOW generation=9 entries=2 blocks=r0,r1",
+        "EXIT reason=generation",
+    ], c.dump()
+    off = [t for t in c.stderr_path.read_text().splitlines() if "engine reports off" in t]
+    assert len(off) == 1 and f"127.0.0.1:{port} answered UNIMPLEMENTED" in off[0], c.dump()
+
+
+@pytest.mark.parametrize("client", ["cpp", "node"])
 def test_client_stops_after_max_events(
     client: str,
     clients_built: dict[str, list[str]],

@@ -916,7 +916,9 @@ class Follower {
       std::int64_t seg_start = start;
       for (int i = 0; i < e.segments_size(); ++i) {
         const auto& seg = e.segments(i);
-        std::int64_t seg_end = seg_start + seg.duration_ms();
+        // (Clamped to the entry: a cut entry's last segment ends at the cut.)
+        std::int64_t seg_end = std::min(seg_start + seg.duration_ms(), e.end_utc_ms());
+        if (seg_start >= seg_end) break;
         if (seg_end > played_until_ && seg_end <= now) Aired(e, i, seg_start, seg_end, cut);
         seg_start = seg_end;
       }

@@ -842,12 +842,15 @@ class Follower {
       if (start >= now) break;
       if (big(e.end_utc_ms) <= this.playedUntil) continue;
       const cut = this.cut.has(cutKey(e));
+      const entryEnd = big(e.end_utc_ms);
       let segStart = start;
-      e.segments.forEach((seg, i) => {
-        const segEnd = segStart + big(seg.duration_ms);
+      for (let i = 0; i < e.segments.length && segStart < entryEnd; i++) {
+        // (Clamped to the entry: a cut entry's last segment ends at the cut.)
+        let segEnd = segStart + big(e.segments[i].duration_ms);
+        if (segEnd > entryEnd) segEnd = entryEnd;
         if (segEnd > this.playedUntil && segEnd <= now) this.aired(e, i, segStart, segEnd, cut);
         segStart = segEnd;
-      });
+      }
     }
     this.playedUntil = now;
   }
