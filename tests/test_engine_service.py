@@ -404,7 +404,7 @@ async def test_planted_discrepancies_are_each_found(running: Running) -> None:
         block_event("ok-2", 1),
         # d2: nothing reported -> MISSING_AS_RUN
         seg_event("wrong-asset", 3, 0, asset_uri="asset://not-the-log"),
-        seg_event("d3-1", 3, 1),
+        seg_event("d3-1", 3, 1, shift_end=500),  # within the tolerance, into d4's time
         seg_event("late", 4, 0, shift_start=5_000),
         seg_event("d4-1", 4, 1),
         seg_event("d5-0", 5, 0),
@@ -431,8 +431,11 @@ async def test_planted_discrepancies_are_each_found(running: Running) -> None:
     assert late.engine_id == "local" and "+5000 ms" in late.detail
     assert by_kind["DISCREPANCY_KIND_MISSING_AS_RUN"].engine_id == ""
     assert sample("playlog_as_run_discrepancies_total", kind="START_OFF") == before + 1
-    # A narrower range judges only what overlaps it.
-    assert kinds(await reconcile(r, DAY1 + 4 * BLOCK, DAY1 + 5 * BLOCK)) == [("START_OFF", "d4")]
+    # A narrower range judges only what overlaps it; d3's late end is judged
+    # against d3, which lies outside it.
+    narrow = await reconcile(r, DAY1 + 4 * BLOCK, DAY1 + 5 * BLOCK)
+    assert kinds(narrow) == [("START_OFF", "d4")]
+    assert (narrow.blocks_due, narrow.as_run_events) == (1, 3)
 
 
 async def test_the_cut_and_stale_content_are_judged_by_what_was_authoritative_when_it_aired(
@@ -564,6 +567,39 @@ def test_a_version_4_database_is_migrated_to_5_and_keeps_its_data(tmp_path: Path
     conn = sqlite3.connect(tmp_path / DB_FILE)
     assert schema_version(conn) == len(MIGRATIONS) == 5
     conn.close()
+
+
+def test_a_version_4_postgres_database_is_migrated_to_5_and_keeps_its_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from playlog.store import postgres, postgres_schema
+    from tests.postgres import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        monkeypatch.setattr(postgres, "MIGRATIONS", postgres_schema.MIGRATIONS[:4])
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert postgres.migrate(conn) == 4
+            conn.execute("INSERT INTO channels (channel_id, locked_window_ms) VALUES ('kept', 60000)")
+        monkeypatch.undo()
+        store = postgres.PostgresStore(url, read_connections=1)
+        try:
+            with store.read() as r:
+                assert [c.channel_id for c in r.list_channels()] == ["kept"]
+                assert r.engine_statuses("kept") == [] and r.as_run_overlapping("kept", 0, 10) == []
+        finally:
+            store.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert postgres.schema_version(conn) == len(postgres_schema.MIGRATIONS) == 5
+
+
+def test_the_tolerance_is_a_checked_setting() -> None:
+    from playlog.config import ConfigError, load
+
+    assert load(None, {}).as_run_tolerance_ms == 1000
+    assert load(None, {"PLAYLOG_AS_RUN_TOLERANCE_MS": "40"}).as_run_tolerance_ms == 40
+    for bad in ("-1", "3600001"):
+        with pytest.raises(ConfigError, match="as_run_tolerance_ms"):
+            load(None, {"PLAYLOG_AS_RUN_TOLERANCE_MS": bad})
 
 
 # -- through the served process ------------------------------------------------------------------

@@ -106,6 +106,7 @@ def test_grpcurl_lists_describes_and_drives_the_service(served: tuple[Served, Pa
         "playlog.v1.ScheduleDayService",
         "playlog.v1.AuditService",
         "playlog.v1.ClockService",
+        "playlog.v1.EngineService",
         "grpc.health.v1.Health",
     } <= set(listing)
     described = subprocess.run(

@@ -117,10 +117,11 @@ class EngineEvidence:
             rules.validate_reconcile(channel_id, start_utc_ms, end_utc_ms, now)
             if r.get_channel(channel_id) is None:
                 raise UnknownChannel(channel_id)
-            entries = [
-                decode_entry(s.payload) for s in r.stored_overlapping(channel_id, start_utc_ms, end_utc_ms)
-            ]
             events = [rec for _, rec in r.as_run_overlapping(channel_id, start_utc_ms, end_utc_ms)]
+            # The entries of the range, and of the blocks the events spill into.
+            lo = min([start_utc_ms, *(rec.event.started_utc_ms for rec in events)])
+            hi = max([end_utc_ms, *(rec.event.ended_utc_ms + 1 for rec in events)])
+            entries = [decode_entry(s.payload) for s in r.stored_overlapping(channel_id, lo, hi)]
             versions = r.traced_versions(channel_id, (rec.event.block_id for rec in events))
             floor = r.history_floor(channel_id)
         return rules.reconcile(

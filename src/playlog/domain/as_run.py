@@ -382,16 +382,21 @@ def reconcile(
 ) -> Reconciliation:
     """The log against the evidence over [start, end).
 
-    `entries` are the channel's current entries overlapping the range: for an
-    instant that has aired they are the ones that were authoritative then
-    (the past is never rewritten, and a cut keeps the aired part of the entry
-    on air, shortened, under the cut's generation). `events` are the as-run
-    overlapping the range; `versions` every stored version of the blocks they
-    name. Versions superseded at or below `history_floor_generation` may have
-    been pruned: an event naming one that is missing cannot be judged.
+    `entries` are the channel's current entries overlapping the range and
+    the events' spans: for an instant that has aired they are the ones that
+    were authoritative then (the past is never rewritten, and a cut keeps the
+    aired part of the entry on air, shortened, under the cut's generation).
+    `events` are the as-run overlapping the range; `versions` every stored
+    version of the blocks they name. Versions superseded at or below
+    `history_floor_generation` may have been pruned: an event naming one that
+    is missing cannot be judged.
     """
-    due = [e for e in entries if e.end_utc_ms <= now_utc_ms]
-    on_air = [e for e in entries if e.end_utc_ms > now_utc_ms]
+    entries = list(entries)
+    in_range = [e for e in entries if e.start_utc_ms < end_utc_ms and e.end_utc_ms > start_utc_ms]
+    due = [e for e in in_range if e.end_utc_ms <= now_utc_ms]
+    on_air = [e for e in in_range if e.end_utc_ms > now_utc_ms]
+    # An event overlapping the range may be about a block just outside it
+    # (a late end): it is judged against that block, which is not due here.
     by_block = {e.block_id: e for e in entries}
     out: list[Discrepancy] = []
     notes: list[str] = []
