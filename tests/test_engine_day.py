@@ -8,6 +8,13 @@ the test is the operator's desk. The clock moves in steps; every step is
 waited for in both clients' output (their PROGRESS line at the new now, then
 their as-run acknowledged by the server), never with sleeps.
 
+The server restart loses an answer on purpose: each client talks to the
+server through a TCP relay of the test's (LossyRelay) that, once armed,
+stops passing the server's bytes back on the connection that carried a
+report naming block h12, so the report is stored but its answer never
+arrives; the server is then SIGKILLed and restarted, and the client's retry
+of the same event ids must come back as `duplicates`, stored once.
+
 Planted discrepancies, and only these, must come out of ReconcileAsRun:
 - block h05: both clients are told not to report it (--skip-as-run): MISSING_AS_RUN;
 - block h07: the Node engine reports it started 5 s late (--late-start): START_OFF;
@@ -18,6 +25,9 @@ Planted discrepancies, and only these, must come out of ReconcileAsRun:
 from __future__ import annotations
 
 import signal
+import socket
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -122,6 +132,76 @@ class Desk:
                 return out
 
 
+class LossyRelay:
+    """A TCP relay from a port of its own to the server's. Once armed with a
+    marker, the first client bytes containing it freeze the way back on that
+    connection: the request reaches the server, its answer (and anything after
+    it on that connection) never reaches the client, as on a network that
+    loses answers. Other and later connections are relayed whole."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.marker = b""
+        self.froze = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
+
+    def arm(self, marker: bytes) -> None:
+        with self._lock:
+            self.marker = marker
+
+    def stop(self) -> None:
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()  # the server is down: the client sees the connection fail
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            frozen = threading.Event()
+            threading.Thread(target=self._pump, args=(client, upstream, frozen, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, frozen, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, frozen: threading.Event, outbound: bool) -> None:
+        tail = b""
+        try:
+            while data := src.recv(65536):
+                if outbound:
+                    with self._lock:
+                        if self.marker and self.marker in tail + data:
+                            self.marker = b""
+                            frozen.set()  # before the request goes on: no answer can slip back
+                            self.froze.set()
+                    tail = data[-64:]
+                elif frozen.is_set():
+                    continue  # lost
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+
 def _start_client(name: str, prefix: list[str], port: int, tmp_path: Path, *extra: str) -> ClientProcess:
     return ClientProcess.start(
         name,
@@ -224,8 +304,12 @@ def test_two_engines_air_a_day_acknowledge_nack_report_and_reconcile(
         assert desk.publish(T0, T0 + 12 * HOUR, day[:12]) == 1
         assert desk.publish(T0 + 12 * HOUR, T0 + DAY, day[12:]) == 2
 
-        cpp = _start_client("cpp", clients_built["cpp"], port, tmp_path)
-        node = _start_client("node", clients_built["node"], port, tmp_path, "--late-start", f"h07={LATE_MS}")
+        relays = {name: LossyRelay(port) for name in ("cpp", "node")}
+        processes.extend(relays.values())
+        cpp = _start_client("cpp", clients_built["cpp"], relays["cpp"].port, tmp_path)
+        node = _start_client(
+            "node", clients_built["node"], relays["node"].port, tmp_path, "--late-start", f"h07={LATE_MS}"
+        )
         clients = [cpp, node]
         processes.extend(clients)
         for c in clients:
@@ -279,14 +363,26 @@ def test_two_engines_air_a_day_acknowledge_nack_report_and_reconcile(
         for hour in range(11, 13):
             _at(clients, desk, T0 + hour * HOUR)
 
-        # Mid-day the server dies hard and comes back on the same store: the
-        # engines resume, and whatever they had not had answered they retry
-        # with the same event ids.
+        # Mid-day: at 13:00 each engine reports h12; the report is stored but
+        # its answer is lost (the relays), then the server dies hard and comes
+        # back on the same store. The engines resume, and retry what had no
+        # answer with the same event ids.
+        for relay in relays.values():
+            relay.arm(b"/h12/")
         desk.set_time(T0 + 13 * HOUR)
+        for name, relay in relays.items():
+            assert relay.froze.wait(TIMEOUT), f"{name} sent no report naming h12"
+        deadline = time.monotonic() + TIMEOUT
+        while {r.engine_id for r in desk.as_run(T0 + 12 * HOUR, T0 + 13 * HOUR)} != {
+            "engine-cpp",
+            "engine-node",
+        }:
+            assert time.monotonic() < deadline, "the reports naming h12 were not stored"
+            time.sleep(0.05)  # polling the server's store, through the desk's own connection
         for c in clients:
-            c.wait_for(
-                lambda line: line.kind == "PROGRESS" and line.fields["now"] == str(T0 + 13 * HOUR), "13:00"
-            )
+            assert not [
+                line for line in c.snapshot() if line.kind == "ASRUN_SENT" and "duplicates=0" not in line.text
+            ]
         desk.close()
         server.stop(signal.SIGKILL)
         server.start(port, T0 + 13 * HOUR, extra=["--auth-file", str(auth)])
@@ -322,6 +418,12 @@ def test_two_engines_air_a_day_acknowledge_nack_report_and_reconcile(
             assert sum(int(x.fields["stored"]) for x in sent) + sum(
                 int(x.fields["duplicates"]) for x in sent
             ) == sum(int(x.fields["events"]) for x in sent), c.dump()
+            # The retry of the report whose answer was lost: duplicates, and
+            # only those h12 events (stored before the kill) can be.
+            h12 = {line.fields["event_id"] for line in _produced(c) if line.fields["block"] == "h12"}
+            duplicates = sum(int(x.fields["duplicates"]) for x in sent)
+            assert 1 <= duplicates <= len(h12) == 2, c.dump()
+            assert [line for line in c.snapshot() if line.kind == "REPORT_RETRY"], c.dump()
             assert {line.fields["block"] for line in c.snapshot() if line.kind == "ASRUN_SKIP"} == {"h05"}
             # Every block of the day was reported by segment, but h05; h20
             # as the fix (h20b) of generation 4, never the refused h20-bad.

@@ -422,10 +422,13 @@ class Reporter {
     if (this.busy || this.stopped || this.off) return;
     if (!this.acks.length && !this.asRun.length) return;
     this.busy = true;
-    this.send();
+    // On the next turn: what this one queues (a progress event's as-run)
+    // goes in one report.
+    setImmediate(() => this.send());
   }
 
   send() {
+    if (this.stopped) return;
     // An acceptance followed by a later one says nothing the later one does
     // not; a NACK is always sent.
     this.acks = this.acks.filter((a, i) => !(a.accepted && this.acks.slice(i + 1).some((b) => b.accepted)));
