@@ -41,6 +41,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 import playlog
+from playlog.events import emit
+
+_log = logging.getLogger("playlog.metrics")
 
 REQUESTS = Counter("playlog_requests_total", "gRPC requests by method and status", ["method", "status"])
 REQUEST_SECONDS = Histogram("playlog_request_seconds", "gRPC request latency", ["method"])
@@ -107,7 +110,7 @@ class _EngineCollector(Collector):
             try:
                 runways, lags = source()
             except Exception as exc:  # a scrape must not fail because the store is away
-                logging.getLogger("playlog.metrics").warning("engine gauges unavailable: %s", exc)
+                emit(_log, logging.WARNING, "engine_gauges_unavailable", error=str(exc))
             else:
                 for channel_id, ms in sorted(runways.items()):
                     runway.add_metric([channel_id], ms)
