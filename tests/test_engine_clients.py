@@ -372,11 +372,12 @@ def processes() -> Iterator[list[Any]]:
         p.stop()
 
 
-def follow_argv(prefix: list[str], port: int, *extra: str) -> list[str]:
+def follow_argv(prefix: list[str], port: int | list[str], *extra: str) -> list[str]:
+    """A client's command line: the server on `port`, or `port` as the
+    address options themselves (e.g. ["--target", "a,b"])."""
     return [
         *prefix,
-        "--target",
-        f"127.0.0.1:{port}",
+        *(["--target", f"127.0.0.1:{port}"] if isinstance(port, int) else port),
         "--channel",
         CHANNEL,
         "--progress-interval-ms",
@@ -725,7 +726,7 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
     servicer, port = fake_server
     c = ClientProcess.start(
         client,
-        follow_argv(clients_built[client], port, "--exit-after-generation", "9"),
+        follow_argv(clients_built[client], port, "--no-report", "--exit-after-generation", "9"),
         tmp_path,
     )
     processes.append(c)
@@ -735,7 +736,7 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
     now = T0 + 10 * MINUTE
     # Progress, status and backoff fields vary; the rest is exact.
     significant = [
-        re.sub(r" (attempt|delay_ms)=\d+", "", t)
+        re.sub(r" (attempt|delay_ms)=\d+| target=\S+$", "", t)
         for t in texts
         if not t.startswith(("PROGRESS", "DISCONNECT"))
     ]
@@ -764,6 +765,36 @@ def test_client_repairs_a_broken_chain_and_obeys_resets(
 
 
 @pytest.mark.parametrize("client", ["cpp", "node"])
+def test_reports_turn_off_on_a_server_without_engine_service_and_following_goes_on(
+    client: str,
+    clients_built: dict[str, list[str]],
+    fake_server: tuple[ScriptedWatch, int],
+    tmp_path: Path,
+    processes: list[Any],
+) -> None:
+    """The fake serves WatchWindow only: the first acknowledgement gets
+    UNIMPLEMENTED, said once, and the client follows on to the same end."""
+    _, port = fake_server
+    c = ClientProcess.start(
+        client, follow_argv(clients_built[client], port, "--exit-after-generation", "9"), tmp_path
+    )
+    processes.append(c)
+    c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
+    assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
+    texts = [line.text for line in c.snapshot()]
+    assert [t for t in texts if t.startswith(("REPORTS_OFF", "ACKED", "REPORT_"))] == [
+        "REPORTS_OFF code=UNIMPLEMENTED"
+    ], c.dump()
+    assert texts[-3:] == [
+        "PENDING acks=0 as_run=0",
+        "WINDOW generation=9 entries=2 blocks=r0,r1",
+        "EXIT reason=generation",
+    ], c.dump()
+    off = [t for t in c.stderr_path.read_text().splitlines() if "engine reports off" in t]
+    assert len(off) == 1 and f"127.0.0.1:{port} answered UNIMPLEMENTED" in off[0], c.dump()
+
+
+@pytest.mark.parametrize("client", ["cpp", "node"])
 def test_client_stops_after_max_events(
     client: str,
     clients_built: dict[str, list[str]],
@@ -772,7 +803,7 @@ def test_client_stops_after_max_events(
     processes: list[Any],
 ) -> None:
     _, port = fake_server
-    argv = follow_argv(clients_built[client], port, "--max-events", "3")
+    argv = follow_argv(clients_built[client], port, "--no-report", "--max-events", "3")
     argv[argv.index(CHANNEL)] = "max"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
@@ -793,14 +824,14 @@ def test_client_abandons_a_silent_stream(
 ) -> None:
     servicer, port = fake_server
     argv = follow_argv(
-        clients_built[client], port, "--idle-timeout-ms", "600", "--exit-after-generation", "2"
+        clients_built[client], port, "--no-report", "--idle-timeout-ms", "600", "--exit-after-generation", "2"
     )
     argv[argv.index(CHANNEL)] = "silent"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
     c.wait_for(lambda line: line.text == "EXIT reason=generation", "the exit")
     assert c.proc.wait(timeout=TIMEOUT) == 0, c.dump()
-    texts = [re.sub(r" (attempt|delay_ms)=\d+", "", line.text) for line in c.snapshot()]
+    texts = [re.sub(r" (attempt|delay_ms)=\d+| target=\S+$", "", line.text) for line in c.snapshot()]
     now = T0 + 10 * MINUTE
     assert texts == [
         f"SUBSCRIBE target=127.0.0.1:{port} channel=silent after_generation=0",
@@ -837,7 +868,7 @@ def test_a_signal_prints_the_window_and_exits_0(
     processes: list[Any],
 ) -> None:
     _, port = fake_server
-    argv = follow_argv(clients_built[client], port)
+    argv = follow_argv(clients_built[client], port, "--no-report")
     argv[argv.index(CHANNEL)] = "steady"
     c = ClientProcess.start(client, argv, tmp_path)
     processes.append(c)
@@ -855,7 +886,7 @@ def test_a_signal_during_the_reconnect_backoff_prints_the_window(
     client: str, clients_built: dict[str, list[str]], tmp_path: Path, processes: list[Any]
 ) -> None:
     """No server at all: the client is between attempts when SIGTERM comes."""
-    c = ClientProcess.start(client, follow_argv(clients_built[client], free_port()), tmp_path)
+    c = ClientProcess.start(client, follow_argv(clients_built[client], free_port(), "--no-report"), tmp_path)
     processes.append(c)
     c.wait_for(lambda line: line.kind == "RECONNECT", "a reconnect")
     c.proc.send_signal(signal.SIGTERM)

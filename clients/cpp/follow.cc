@@ -9,6 +9,21 @@
 // repeats a publish. A break in the generation chain makes it re-subscribe
 // from the last generation it holds.
 //
+// Failover: --target takes several addresses (repeated, or comma-separated),
+// replicas of one service sharing one store. When the stream ends, the next
+// attempt goes to the next address, resuming from the last applied
+// generation, so a dead replica costs nothing but the reconnect.
+//
+// Engine reports (SPEC section 12, EngineService): after applying each
+// generation the follower acknowledges it (AcknowledgeWindow); with
+// --nack-asset it refuses (NACKs) a generation whose entries name a matching
+// asset, keeping the window it had, as an engine refuses an asset it cannot
+// load. As the server's clock (progress events' now) passes each segment of
+// the window, its simulated playout reports an as-run event (AIRED, or
+// CUT_SHORT for the last segment of a block cut while on air) with a stable
+// event_id. Acknowledgements and as-run are queued and retried, with the same
+// event ids, until the server has answered them (it stores a retry once).
+//
 // Output: one line per thing it receives or does, `KIND key=value ...`,
 // values never contain spaces, stdout flushed per line:
 //
@@ -21,16 +36,33 @@
 //   CHAIN_BREAK generation=G previous=P expected=L
 //   STALL idle_ms=N                        (no event, not even progress)
 //   DISCONNECT code=<grpc status name>
-//   RECONNECT after_generation=G attempt=N delay_ms=D
+//   RECONNECT after_generation=G attempt=N delay_ms=D target=T
+//   NACK generation=G previous=P asset=URI  (refused: the window held stays)
+//   ASRUN event_id=E block=B generation=G segment=S asset=URI start=a end=b status=AIRED|CUT_SHORT
+//   ASRUN_SKIP block=B segment=S           (--skip-as-run)
+//   ACKED generation=G accepted=0|1 channel_generation=N   (the server stored it)
+//   ASRUN_SENT events=N stored=S duplicates=D              (the server stored them)
+//   REPORT_REFUSED what=ack|as-run error=CODE              (a domain refusal: dropped)
+//   REPORT_RETRY what=ack|as-run attempt=N delay_ms=D target=T
+//   REPORTS_OFF code=<grpc status name>    (the server has no EngineService, or refuses us)
+//   PENDING acks=N as_run=M                (on exit, with reports on)
 //   WINDOW generation=G entries=N blocks=a,b,c   (on exit)
 //   EXIT reason=max-events|generation|signal|fatal
 //
 // Usage:
-//   playlog_follow --target 127.0.0.1:50051 --channel ch1
-//                  [--max-events N] [--exit-after-generation G]
+//   playlog_follow --target 127.0.0.1:50051[,HOST:PORT...] --channel ch1
+//                  [--target HOST:PORT ...] [--max-events N] [--exit-after-generation G]
 //                  [--progress-interval-ms MS] [--idle-timeout-ms MS]
 //                  [--max-backoff-ms MS] [--token TOKEN] [--ca-cert PEM]
 //                  [--client-cert PEM --client-key PEM]
+//                  [--engine-id ID] [--no-report] [--nack-asset SUBSTRING]
+//                  [--skip-as-run BLOCK_ID] [--late-start BLOCK_ID=MS]
+//
+// --server is another name for --target. --engine-id (default "cpp") prefixes
+// the as-run event ids; the server's engine id is the authenticated principal.
+// --skip-as-run (repeatable) reports nothing for a block, --late-start reports
+// a block's first segment as started MS late: planted faults, for
+// reconciliation tests. --no-report turns acknowledgements and as-run off.
 //
 // --token (or env PLAYLOG_TOKEN) sends `authorization: Bearer TOKEN` (a
 // principal with the reader role); --ca-cert turns on TLS, trusting that CA;
@@ -50,27 +82,36 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "playlog/v1/engine_service.grpc.pb.h"
 #include "playlog/v1/execution_window_service.grpc.pb.h"
 #include "playlog/v1/types.pb.h"
 
 namespace {
 
+using playlog::v1::AcknowledgeWindowRequest;
+using playlog::v1::AcknowledgeWindowResponse;
+using playlog::v1::AsRunEvent;
+using playlog::v1::EngineService;
 using playlog::v1::ExecutionEntry;
 using playlog::v1::ExecutionWindowService;
 using playlog::v1::ProgressEvent;
 using playlog::v1::ReplacedEvent;
+using playlog::v1::ReportAsRunRequest;
+using playlog::v1::ReportAsRunResponse;
 using playlog::v1::SnapshotEvent;
 using playlog::v1::WatchWindowRequest;
 using playlog::v1::WindowEvent;
@@ -79,7 +120,7 @@ using Clock = std::chrono::steady_clock;
 // ------------------------------------------------------------------ options
 
 struct Options {
-  std::string target;
+  std::vector<std::string> targets;  // replicas, tried in turn
   std::string channel;
   long long max_events = 0;               // 0: no limit
   bool exit_after_generation_set = false;
@@ -92,16 +133,24 @@ struct Options {
   std::string ca_cert;  // PEM file; empty: plaintext (unless a client certificate is given)
   std::string client_cert;  // PEM files of a client certificate and its key; empty: none
   std::string client_key;
+  bool report = true;                  // acknowledgements and as-run
+  std::string engine_id = "cpp";       // prefix of as-run event ids
+  std::string nack_asset;              // refuse generations naming such an asset
+  std::set<std::string> skip_as_run;   // blocks not reported (a planted fault)
+  std::map<std::string, std::int64_t> late_start;  // block -> ms reported late
 };
 
 [[noreturn]] void Usage(const std::string& why) {
   std::fprintf(stderr,
                "playlog_follow: %s\n"
-               "usage: playlog_follow --target HOST:PORT --channel ID [--max-events N]\n"
+               "usage: playlog_follow --target HOST:PORT[,HOST:PORT...] --channel ID\n"
+               "                      [--target HOST:PORT ...] [--max-events N]\n"
                "                      [--exit-after-generation G] [--progress-interval-ms MS]\n"
                "                      [--idle-timeout-ms MS] [--max-backoff-ms MS]\n"
                "                      [--token TOKEN] [--ca-cert PEM]\n"
-               "                      [--client-cert PEM --client-key PEM]\n",
+               "                      [--client-cert PEM --client-key PEM]\n"
+               "                      [--engine-id ID] [--no-report] [--nack-asset SUBSTRING]\n"
+               "                      [--skip-as-run BLOCK_ID] [--late-start BLOCK_ID=MS]\n",
                why.c_str());
   std::exit(2);
 }
@@ -131,12 +180,32 @@ Options ParseArgs(int argc, char** argv) {
       has_value = true;
     }
     if (arg == "--help" || arg == "-h") Usage("follows one channel's execution window");
+    if (arg == "--no-report") {
+      if (has_value) Usage("--no-report takes no value");
+      o.report = false;
+      continue;
+    }
     if (!has_value) {
       if (i + 1 >= argc) Usage(arg + " needs a value");
       value = argv[++i];
     }
-    if (arg == "--target") {
-      o.target = value;
+    if (arg == "--target" || arg == "--server") {
+      // Repeated, or comma-separated: replicas to fail over between.
+      std::stringstream list(value);
+      std::string one;
+      while (std::getline(list, one, ',')) {
+        if (!one.empty()) o.targets.push_back(one);
+      }
+    } else if (arg == "--engine-id") {
+      o.engine_id = value;
+    } else if (arg == "--nack-asset") {
+      o.nack_asset = value;
+    } else if (arg == "--skip-as-run") {
+      o.skip_as_run.insert(value);
+    } else if (arg == "--late-start") {
+      auto at = value.rfind('=');
+      if (at == std::string::npos || at == 0) Usage("--late-start needs BLOCK_ID=MS, got '" + value + "'");
+      o.late_start[value.substr(0, at)] = ParseInt(arg, value.substr(at + 1));
     } else if (arg == "--channel") {
       o.channel = value;
     } else if (arg == "--max-events") {
@@ -162,7 +231,7 @@ Options ParseArgs(int argc, char** argv) {
       Usage("unknown option " + arg);
     }
   }
-  if (o.target.empty()) Usage("--target is required");
+  if (o.targets.empty()) Usage("--target is required");
   if (o.channel.empty()) Usage("--channel is required");
   if (o.client_cert.empty() != o.client_key.empty()) Usage("--client-cert and --client-key go together");
   if (o.idle_timeout_ms == 0) {
@@ -216,6 +285,16 @@ bool LooksLikeTls(const grpc::Status& status) {
     if (m.find(word) != std::string::npos) return true;
   }
   return false;
+}
+
+// The wait before retry number `attempt` + 1: exponential from
+// 100 ms (initial_backoff_ms) to --max-backoff-ms, half of each step fixed, half random.
+std::int64_t BackoffMs(const Options& o, int attempt, std::mt19937_64& rng) {
+  std::int64_t step = o.initial_backoff_ms;
+  for (int i = 0; i < attempt && step < o.max_backoff_ms; ++i) step *= 2;
+  step = std::min(step, o.max_backoff_ms);
+  std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
+  return step - step / 2 + jitter(rng);
 }
 
 std::string ReadFile(const std::string& flag, const std::string& path) {
@@ -272,6 +351,7 @@ class Window {
   }
 
   size_t size() const { return by_start_.size(); }
+  const std::map<std::int64_t, ExecutionEntry>& entries() const { return by_start_; }
 
   std::string BlockList() const {
     std::string out;
@@ -335,6 +415,187 @@ class Watchdog {
   std::thread thread_;
 };
 
+// ----------------------------------------------------------------- reporter
+
+// Sends the engine's acknowledgements and as-run events (EngineService) from
+// a thread of its own, so that the stream never waits on them. Everything is
+// queued and retried with backoff, on the next replica each time, with the
+// same content (as-run event ids included) until the server has answered:
+// the server stores a retried event once and answers it as a duplicate.
+class Reporter {
+ public:
+  Reporter(const Options& opts, const std::vector<std::shared_ptr<grpc::Channel>>& channels)
+      : opts_(opts), rng_(std::random_device{}()) {
+    for (const auto& ch : channels) stubs_.push_back(EngineService::NewStub(ch));
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Reporter() { Stop(); }
+
+  void Ack(std::uint64_t generation, bool accepted, const std::string& detail) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (off_) return;
+    acks_.push_back({generation, accepted, detail});
+    cv_.notify_all();
+  }
+
+  void AsRun(const AsRunEvent& ev) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (off_) return;
+    as_run_.push_back(ev);
+    cv_.notify_all();
+  }
+
+  // Ends the thread (a call in flight is cancelled); what is left is pending.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return;
+      stop_ = true;
+      if (in_flight_ != nullptr) in_flight_->TryCancel();
+      cv_.notify_all();
+    }
+    thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+  }
+
+  std::pair<size_t, size_t> Pending() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {acks_.size(), as_run_.size()};
+  }
+
+ private:
+  struct AckItem {
+    std::uint64_t generation;
+    bool accepted;
+    std::string detail;
+  };
+  static constexpr size_t kBatch = 100;
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stop_ || (!off_ && (!acks_.empty() || !as_run_.empty())); });
+      if (stop_) return;
+      // An acceptance followed by a later one says nothing the later one does
+      // not; a NACK is always sent.
+      for (auto it = acks_.begin(); it != acks_.end();) {
+        bool later_accept = it->accepted && std::any_of(std::next(it), acks_.end(),
+                                                        [](const AckItem& a) { return a.accepted; });
+        it = later_accept ? acks_.erase(it) : std::next(it);
+      }
+      bool is_ack = !acks_.empty();
+      const char* what = is_ack ? "ack" : "as-run";
+      size_t target = current_;
+      grpc::ClientContext ctx;
+      if (!opts_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + opts_.token);
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      grpc::Status status;
+      AcknowledgeWindowResponse ack_resp;
+      ReportAsRunResponse run_resp;
+      size_t batch = 0;
+      AcknowledgeWindowRequest ack_req;
+      ReportAsRunRequest run_req;
+      if (is_ack) {
+        ack_req.set_channel_id(opts_.channel);
+        ack_req.set_applied_generation_id(acks_.front().generation);
+        ack_req.set_accepted(acks_.front().accepted);
+        ack_req.set_detail(acks_.front().detail);
+      } else {
+        run_req.set_channel_id(opts_.channel);
+        batch = std::min(kBatch, as_run_.size());
+        for (size_t i = 0; i < batch; ++i) *run_req.add_events() = as_run_[i];
+      }
+      in_flight_ = &ctx;
+      lock.unlock();
+      if (is_ack) {
+        status = stubs_[target]->AcknowledgeWindow(&ctx, ack_req, &ack_resp);
+      } else {
+        status = stubs_[target]->ReportAsRun(&ctx, run_req, &run_resp);
+      }
+      lock.lock();
+      in_flight_ = nullptr;
+      if (stop_) return;  // cancelled by Stop(): still pending
+      if (status.ok()) {
+        attempt_ = 0;
+        if (is_ack) {
+          bool ok = ack_resp.ok();
+          if (ok) {
+            Emit("ACKED generation=" + std::to_string(ack_req.applied_generation_id()) +
+                 " accepted=" + (ack_req.accepted() ? "1" : "0") +
+                 " channel_generation=" + std::to_string(ack_resp.channel_generation_id()));
+          } else {
+            Refused("ack", playlog::v1::ErrorCode_Name(ack_resp.error_code()), ack_resp.error_detail());
+          }
+          acks_.pop_front();
+        } else {
+          if (run_resp.ok()) {
+            Emit("ASRUN_SENT events=" + std::to_string(batch) + " stored=" + std::to_string(run_resp.stored()) +
+                 " duplicates=" + std::to_string(run_resp.duplicates()));
+          } else {
+            Refused("as-run", playlog::v1::ErrorCode_Name(run_resp.error_code()), run_resp.error_detail());
+          }
+          as_run_.erase(as_run_.begin(), as_run_.begin() + static_cast<std::ptrdiff_t>(batch));
+        }
+        continue;
+      }
+      grpc::StatusCode code = status.error_code();
+      if (code == grpc::StatusCode::UNIMPLEMENTED || code == grpc::StatusCode::UNAUTHENTICATED ||
+          code == grpc::StatusCode::PERMISSION_DENIED) {
+        // A server without EngineService, or credentials without the engine
+        // role: following still works; reporting cannot.
+        off_ = true;
+        acks_.clear();
+        as_run_.clear();
+        Emit(std::string("REPORTS_OFF code=") + StatusName(code));
+        std::fprintf(stderr, "playlog_follow: engine reports off: %s answered %s: %s\n",
+                     opts_.targets[target].c_str(), StatusName(code), status.error_message().c_str());
+        continue;
+      }
+      if (code == grpc::StatusCode::INVALID_ARGUMENT) {
+        // Malformed: a retry cannot fix it.
+        Refused(what, StatusName(code), status.error_message());
+        if (is_ack) {
+          acks_.pop_front();
+        } else {
+          as_run_.erase(as_run_.begin(), as_run_.begin() + static_cast<std::ptrdiff_t>(batch));
+        }
+        continue;
+      }
+      // Unavailable, deadline, a replica going away: the next replica, later.
+      current_ = (current_ + 1) % stubs_.size();
+      std::int64_t delay = BackoffMs(opts_, attempt_, rng_);
+      ++attempt_;
+      std::fprintf(stderr, "playlog_follow: %s to %s failed: %s: %s; retry %d on %s in %lld ms\n", what,
+                   opts_.targets[target].c_str(), StatusName(code), status.error_message().c_str(), attempt_,
+                   opts_.targets[current_].c_str(), static_cast<long long>(delay));
+      Emit(std::string("REPORT_RETRY what=") + what + " attempt=" + std::to_string(attempt_) +
+           " delay_ms=" + std::to_string(delay) + " target=" + opts_.targets[current_]);
+      if (cv_.wait_for(lock, std::chrono::milliseconds(delay), [this] { return stop_; })) return;
+    }
+  }
+
+  void Refused(const char* what, const std::string& error, const std::string& detail) {
+    Emit(std::string("REPORT_REFUSED what=") + what + " error=" + error);
+    std::fprintf(stderr, "playlog_follow: %s refused: %s: %s\n", what, error.c_str(), detail.c_str());
+  }
+
+  const Options& opts_;
+  std::vector<std::unique_ptr<EngineService::Stub>> stubs_;
+  std::mt19937_64 rng_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<AckItem> acks_;
+  std::deque<AsRunEvent> as_run_;
+  grpc::ClientContext* in_flight_ = nullptr;
+  size_t current_ = 0;
+  int attempt_ = 0;
+  bool off_ = false;
+  bool stop_ = false;
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
 // ----------------------------------------------------------------- follower
 
 class Follower {
@@ -356,8 +617,11 @@ class Follower {
       }
       creds = grpc::SslCredentials(tls);
     }
-    channel_ = grpc::CreateCustomChannel(opts_.target, creds, args);
-    stub_ = ExecutionWindowService::NewStub(channel_);
+    for (const auto& target : opts_.targets) {
+      channels_.push_back(grpc::CreateCustomChannel(target, creds, args));
+      stubs_.push_back(ExecutionWindowService::NewStub(channels_.back()));
+    }
+    if (opts_.report) reporter_ = std::make_unique<Reporter>(opts_, channels_);
   }
 
   // From another thread (the signal waiter): ends the stream or the backoff
@@ -371,7 +635,7 @@ class Follower {
 
   int Run() {
     int attempt = 0;
-    Emit("SUBSCRIBE target=" + opts_.target + " channel=" + opts_.channel +
+    Emit("SUBSCRIBE target=" + opts_.targets[current_] + " channel=" + opts_.channel +
          " after_generation=" + std::to_string(ResumeFrom()));
     for (;;) {
       Outcome outcome = Stream();
@@ -379,12 +643,10 @@ class Follower {
       if (outcome.kind == Outcome::kDone) return Exit(outcome.reason, 0);
       if (outcome.kind == Outcome::kFatal) return Exit("fatal", 2);
       if (outcome.got_events) attempt = 0;
-      // Backoff with jitter: half the step fixed, half random.
-      std::int64_t step = opts_.initial_backoff_ms;
-      for (int i = 0; i < attempt && step < opts_.max_backoff_ms; ++i) step *= 2;
-      step = std::min(step, opts_.max_backoff_ms);
-      std::uniform_int_distribution<std::int64_t> jitter(0, step / 2);
-      std::int64_t delay = step - step / 2 + jitter(rng_);
+      // Whatever ended the stream, the next attempt goes to the next replica.
+      std::string from = opts_.targets[current_];
+      current_ = (current_ + 1) % stubs_.size();
+      std::int64_t delay = BackoffMs(opts_, attempt, rng_);
       ++attempt;
       {
         std::unique_lock<std::mutex> lock(stop_mu_);
@@ -393,8 +655,11 @@ class Follower {
           return Exit("signal", 0);
         }
       }
-      Emit("RECONNECT after_generation=" + std::to_string(ResumeFrom()) +
-           " attempt=" + std::to_string(attempt) + " delay_ms=" + std::to_string(delay));
+      std::fprintf(stderr, "playlog_follow: attempt %d: subscribing to %s after generation %llu (waited %lld ms): %s %s\n",
+                   attempt, opts_.targets[current_].c_str(), static_cast<unsigned long long>(ResumeFrom()),
+                   static_cast<long long>(delay), from.c_str(), outcome.why.c_str());
+      Emit("RECONNECT after_generation=" + std::to_string(ResumeFrom()) + " attempt=" + std::to_string(attempt) +
+           " delay_ms=" + std::to_string(delay) + " target=" + opts_.targets[current_]);
     }
   }
 
@@ -402,6 +667,7 @@ class Follower {
   struct Outcome {
     enum Kind { kRetry, kDone, kFatal } kind = kRetry;
     std::string reason;
+    std::string why;  // for the next attempt's stderr line
     bool got_events = false;
   };
   enum class Step { kContinue, kResubscribe, kDone };
@@ -435,7 +701,7 @@ class Follower {
     {
       Watchdog watchdog(&ctx, std::chrono::milliseconds(opts_.idle_timeout_ms));
       SetCurrent(&ctx);
-      reader = stub_->WatchWindow(&ctx, req);
+      reader = stubs_[current_]->WatchWindow(&ctx, req);
       WindowEvent ev;
       while (reader->Read(&ev)) {
         watchdog.Touch();
@@ -464,13 +730,19 @@ class Follower {
       out.reason = done_reason_;
       return out;
     }
-    if (step == Step::kResubscribe) return out;
+    if (step == Step::kResubscribe) {
+      out.why = "broke the generation chain";
+      return out;
+    }
     if (stalled) {
       // We ended it: the peer is silent (frozen, or the network dropped it).
       Emit("STALL idle_ms=" + std::to_string(opts_.idle_timeout_ms));
+      out.why = "was silent for " + std::to_string(opts_.idle_timeout_ms) + " ms";
       return out;
     }
     Emit(std::string("DISCONNECT code=") + StatusName(status.error_code()));
+    out.why = std::string("ended the stream: ") + StatusName(status.error_code()) +
+              (status.error_message().empty() ? "" : ": " + status.error_message());
     if (tls_ && !out.got_events && LooksLikeTls(status)) {
       // "Socket closed" right after the handshake: the server wants a client
       // certificate (TLS 1.3 servers refuse one only after the handshake).
@@ -485,8 +757,8 @@ class Follower {
                    status.error_message().empty() ? "connection closed" : status.error_message().c_str(),
                    hint);
     } else if (!status.error_message().empty()) {
-      std::fprintf(stderr, "playlog_follow: stream ended: %s: %s\n", StatusName(status.error_code()),
-                   status.error_message().c_str());
+      std::fprintf(stderr, "playlog_follow: stream from %s ended: %s: %s\n", opts_.targets[current_].c_str(),
+                   StatusName(status.error_code()), status.error_message().c_str());
     }
     if (Fatal(status.error_code())) out.kind = Outcome::kFatal;
     return out;
@@ -516,12 +788,22 @@ class Follower {
          " entries=" + std::to_string(s.entries_size()) + " reset=" + (s.reset() ? "1" : "0") +
          " complete=" + (s.complete() ? "1" : "0"));
     if (!s.complete()) return Step::kContinue;
-    // A whole snapshot is the state from now on: it replaces everything held.
-    window_.ResetTo(staging_);
+    // What aired up to the snapshot's now, by the window held until now.
+    Account(s.now_utc_ms());
+    std::string refused = NackedAsset(staging_);
+    if (refused.empty()) {
+      // A whole snapshot is the state from now on: it replaces everything held.
+      window_.ResetTo(staging_);
+      cut_.clear();
+    } else {
+      Emit("NACK generation=" + std::to_string(s.channel_generation_id()) + " previous=" +
+           std::to_string(last_generation_) + " asset=" + refused);
+    }
     staging_.clear();
     staging_active_ = false;
     have_state_ = true;
     last_generation_ = s.channel_generation_id();
+    if (last_generation_ > 0) Acknowledge(last_generation_, refused);
     now_ = s.now_utc_ms();
     have_now_ = true;
     window_.PruneBefore(now_);
@@ -546,8 +828,28 @@ class Follower {
            " expected=" + std::to_string(last_generation_));
       return Step::kResubscribe;
     }
+    std::vector<ExecutionEntry> incoming(r.entries().begin(), r.entries().end());
+    std::string refused = NackedAsset(incoming);
+    if (!refused.empty()) {
+      // Refused: the window held stays, the chain moves on (the next publish
+      // names this one as its previous).
+      last_generation_ = r.generation_id();
+      Emit("NACK generation=" + std::to_string(r.generation_id()) +
+           " previous=" + std::to_string(r.previous_generation_id()) + " asset=" + refused);
+      Acknowledge(last_generation_, refused);
+      return CheckGeneration();
+    }
+    // A cut of the entry on air: the same block, same start, ending earlier.
+    for (const auto& e : incoming) {
+      auto held = window_.entries().find(e.start_utc_ms());
+      if (held != window_.entries().end() && held->second.block_id() == e.block_id() &&
+          e.end_utc_ms() < held->second.end_utc_ms()) {
+        cut_.insert(CutKey(e));
+      }
+    }
     window_.Replace(r.range_start_utc_ms(), r.range_end_utc_ms(), r);
     last_generation_ = r.generation_id();
+    Acknowledge(last_generation_, "");
     std::ostringstream line;
     line << "REPLACED generation=" << r.generation_id() << " previous=" << r.previous_generation_id()
          << " range=[" << r.range_start_utc_ms() << "," << r.range_end_utc_ms() << ")"
@@ -558,6 +860,9 @@ class Follower {
   }
 
   Step OnProgress(const ProgressEvent& p) {
+    // What aired up to this now is reported first: a PROGRESS line means its
+    // as-run has been handed to the reporter.
+    Account(p.now_utc_ms());
     std::ostringstream line;
     line << "PROGRESS now=" << p.now_utc_ms() << " locked_until=" << p.locked_until_utc_ms()
          << " generation=" << p.channel_generation_id();
@@ -567,6 +872,88 @@ class Follower {
     window_.PruneBefore(now_);
     EmitOnAir();
     return Step::kContinue;
+  }
+
+  // The first asset of `entries` that --nack-asset matches; empty: none.
+  std::string NackedAsset(const std::vector<ExecutionEntry>& entries) const {
+    if (opts_.nack_asset.empty()) return "";
+    for (const auto& e : entries) {
+      for (const auto& seg : e.segments()) {
+        if (seg.asset_uri().find(opts_.nack_asset) != std::string::npos) return seg.asset_uri();
+      }
+    }
+    return "";
+  }
+
+  void Acknowledge(std::uint64_t generation, const std::string& refused_asset) {
+    if (!reporter_) return;
+    if (refused_asset.empty()) {
+      reporter_->Ack(generation, true, "");
+    } else {
+      reporter_->Ack(generation, false, "cannot load asset " + refused_asset);
+    }
+  }
+
+  static std::string CutKey(const ExecutionEntry& e) {
+    return e.block_id() + "@" + std::to_string(e.start_utc_ms());
+  }
+
+  // The simulated playout: every segment of the window held that ended in
+  // (played_until_, now] aired, and is reported once. The first now known is
+  // where playout begins; a segment already running then is reported from it.
+  void Account(std::int64_t now) {
+    if (!reporter_) return;
+    if (!playing_) {
+      playing_ = true;
+      play_start_ = played_until_ = now;
+      return;
+    }
+    if (now <= played_until_) return;
+    for (const auto& [start, e] : window_.entries()) {
+      if (start >= now) break;
+      if (e.end_utc_ms() <= played_until_) continue;
+      bool cut = cut_.count(CutKey(e)) > 0;
+      std::int64_t seg_start = start;
+      for (int i = 0; i < e.segments_size(); ++i) {
+        const auto& seg = e.segments(i);
+        // (Clamped to the entry: a cut entry's last segment ends at the cut.)
+        std::int64_t seg_end = std::min(seg_start + seg.duration_ms(), e.end_utc_ms());
+        if (seg_start >= seg_end) break;
+        if (seg_end > played_until_ && seg_end <= now) Aired(e, i, seg_start, seg_end, cut);
+        seg_start = seg_end;
+      }
+    }
+    played_until_ = now;
+  }
+
+  void Aired(const ExecutionEntry& e, int index, std::int64_t start, std::int64_t end, bool cut) {
+    const auto& seg = e.segments(index);
+    if (opts_.skip_as_run.count(e.block_id())) {
+      Emit("ASRUN_SKIP block=" + e.block_id() + " segment=" + seg.segment_id());
+      return;
+    }
+    AsRunEvent ev;
+    // Stable: the same segment of the same entry always gets the same id.
+    ev.set_event_id(opts_.engine_id + "/" + opts_.channel + "/" + e.block_id() + "/" +
+                    std::to_string(e.generation_id()) + "/" + seg.segment_id() + "/" + std::to_string(start));
+    ev.set_block_id(e.block_id());
+    ev.set_generation_id(e.generation_id());
+    ev.set_segment_id(seg.segment_id());
+    ev.set_asset_uri(seg.asset_uri());
+    std::int64_t started = std::max(start, play_start_);
+    auto late = opts_.late_start.find(e.block_id());
+    if (late != opts_.late_start.end() && index == 0) started = std::min(end, started + late->second);
+    ev.set_started_utc_ms(started);
+    ev.set_ended_utc_ms(end);
+    // The last segment of a block cut while on air ends at the cut.
+    bool cut_short = cut && index == e.segments_size() - 1;
+    ev.set_status(cut_short ? playlog::v1::AS_RUN_STATUS_CUT_SHORT : playlog::v1::AS_RUN_STATUS_AIRED);
+    if (cut_short) ev.set_detail("cut while on air");
+    Emit("ASRUN event_id=" + ev.event_id() + " block=" + ev.block_id() + " generation=" +
+         std::to_string(ev.generation_id()) + " segment=" + ev.segment_id() + " asset=" + ev.asset_uri() +
+         " start=" + std::to_string(ev.started_utc_ms()) + " end=" + std::to_string(ev.ended_utc_ms()) +
+         " status=" + (cut_short ? "CUT_SHORT" : "AIRED"));
+    reporter_->AsRun(ev);
   }
 
   void EmitOnAir() {
@@ -589,6 +976,11 @@ class Follower {
   }
 
   int Exit(const std::string& reason, int code) {
+    if (reporter_) {
+      reporter_->Stop();
+      auto [acks, as_run] = reporter_->Pending();
+      Emit("PENDING acks=" + std::to_string(acks) + " as_run=" + std::to_string(as_run));
+    }
     Emit("WINDOW generation=" + std::to_string(last_generation_) +
          " entries=" + std::to_string(window_.size()) + " blocks=" + window_.BlockList());
     Emit("EXIT reason=" + reason);
@@ -596,9 +988,17 @@ class Follower {
   }
 
   Options opts_;
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<ExecutionWindowService::Stub> stub_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;  // one per replica
+  std::vector<std::unique_ptr<ExecutionWindowService::Stub>> stubs_;
+  size_t current_ = 0;  // the replica followed
   std::mt19937_64 rng_;
+  std::unique_ptr<Reporter> reporter_;  // null with --no-report
+
+  // The simulated playout (as-run).
+  bool playing_ = false;
+  std::int64_t play_start_ = 0;
+  std::int64_t played_until_ = 0;
+  std::set<std::string> cut_;  // entries (block@start) cut while on air
 
   Window window_;
   bool have_state_ = false;
