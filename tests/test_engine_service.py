@@ -167,6 +167,13 @@ async def test_acknowledgements_nacks_and_lag(running: Running, violations: Viol
     assert (engine.generations_behind, engine.behind_since_utc_ms) == (0, 0)
     assert engine.last_nack_generation_id == 2, "the last NACK stays visible"
     assert sample("playlog_engine_lag_generations", channel_id=CH, engine_id="local") == 0
+    # A late acknowledgement (a retry of an older one) never moves it back.
+    late = await r.stubs.engine.AcknowledgeWindow(
+        eng.AcknowledgeWindowRequest(channel_id=CH, applied_generation_id=1, accepted=True)
+    )
+    assert late.ok
+    (engine,) = (await r.stubs.engine.ListEngines(eng.ListEnginesRequest(channel_id=CH))).engines
+    assert (engine.applied_generation_id, engine.generations_behind) == (2, 0)
 
     # A generation the channel never had is refused, logged, and changes nothing.
     above = await r.stubs.engine.AcknowledgeWindow(

@@ -187,8 +187,12 @@ class EngineEvidenceSql:
         """The engine's latest acknowledgement; a NACK is also kept for ever."""
         self._touch_engine(ack.channel_id, ack.engine_id)
         if ack.accepted:
+            # The applied generation only moves forward: an acknowledgement that
+            # arrives late (a retry after a reconnect, a slower replica) never
+            # makes the engine look behind.
             self._q(
-                "UPDATE engine_status SET applied_generation_id = :g, last_acknowledged_utc_ms = :t "
+                "UPDATE engine_status SET applied_generation_id = CASE WHEN applied_generation_id < :g "
+                "THEN :g ELSE applied_generation_id END, last_acknowledged_utc_ms = :t "
                 "WHERE channel_id = :c AND engine_id = :e",
                 {
                     "g": ack.generation_id,
