@@ -52,6 +52,14 @@ MIGRATE_LOCK_KEY = 0x706C_6C67_6D67
 # The listener checks the database at least this often when nothing arrives.
 PROBE_INTERVAL_S = 1.0
 
+# store/sql.py's _INSERT_ENTRY, one row per element of the column arrays.
+_INSERT_ENTRIES_UNNEST = (
+    "INSERT INTO entries (channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
+    "programming_day_date, transmission_log_ref, is_operator_override, generation_id, override_record_id, "
+    "payload) SELECT c, b, i, s, e, '', d, t, o, g, r, p FROM unnest(%s::text[], %s::text[], %s::bigint[], "
+    "%s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::smallint[], %s::bigint[], %s::text[], "
+    "%s::bytea[]) AS u(c, b, i, s, e, d, t, o, g, r, p)"
+)
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
@@ -76,6 +84,12 @@ class PostgresView(SqlView):
 
     def _list(self, values: Iterable[str]) -> Any:
         return list(values)
+
+    def _insert_entries(self, rows: list[tuple[Any, ...]]) -> None:
+        # One statement over column arrays instead of one INSERT per entry: a
+        # day of 48 entries costs one parse, plan and round trip, not 48.
+        if rows:
+            self._conn.execute(_INSERT_ENTRIES_UNNEST, [list(column) for column in zip(*rows, strict=True)])
 
     def _notify(self, payload: str) -> None:
         # Delivered at commit (never for a rolled-back write), to every replica.

@@ -184,6 +184,10 @@ class SqlView(EngineEvidenceSql):
     def _list(self, values: Iterable[str]) -> Any:
         return json.dumps(list(values))
 
+    def _insert_entries(self, rows: list[tuple[Any, ...]]) -> None:
+        """Rows in _INSERT_ENTRY's column order."""
+        self._qmany(_INSERT_ENTRY, rows)
+
     def _after_publish(self, plan: PublishPlan) -> None:
         """Runs last inside a publish's transaction."""
 
@@ -490,7 +494,7 @@ class SqlView(EngineEvidenceSql):
                 (c, e.block_id, e.block_index, e.start_utc_ms, e.end_utc_ms, e.programming_day_date,
                  e.transmission_log_ref, int(override), plan.generation_id, record_id or None, payload)
             )  # fmt: skip
-        self._qmany(_INSERT_ENTRY, rows)
+        self._insert_entries(rows)
         self._faults.check(FaultStep.PUBLISH_HISTORY)
         self._q(
             "INSERT INTO publishes (channel_id, generation_id, previous_generation_id, "
