@@ -102,6 +102,14 @@ class Ctl:
     def time(self, text: str) -> int:
         return parse_time(text, self.server_now() if is_relative(text) else None)
 
+    def time_range(self) -> tuple[int, int]:
+        """--from and --to, the first before the second."""
+        a = self.args
+        start, end = self.time(a.start), self.time(a.end)
+        if start >= end:
+            raise UsageError(f"--from {a.start} is not before --to {a.end}")
+        return start, end
+
     def out(self, text: str) -> None:
         print(text, flush=True)
 
@@ -133,12 +141,18 @@ def _parse(value: Any, msg: Message, path: str) -> Any:
 # -- results ----------------------------------------------------------------------------------
 
 
-def _publish_result(ctl: Ctl, result: pb.PublishResult) -> int:
+def _checked(ctl: Ctl, result: Any) -> bool:
+    """A result with ok / error_code / error_detail: its JSON (-o json), then a
+    refusal when not ok. True when the human output is still to be printed."""
     if ctl.json:
         ctl.out(render.to_json(result))
     if not result.ok:
         _refusal(pb.ErrorCode.Name(result.error_code), result.error_detail)
-    if ctl.json:
+    return not ctl.json
+
+
+def _publish_result(ctl: Ctl, result: pb.PublishResult) -> int:
+    if not _checked(ctl, result):
         return 0
     if result.validate_only:
         ctl.out(f"dry run: nothing written; it would publish generation {result.published_generation_id}")
@@ -211,9 +225,7 @@ def cmd_declare(ctl: Ctl) -> int:
 
 def cmd_window(ctl: Ctl) -> int:
     a = ctl.args
-    start, end = ctl.time(a.start), ctl.time(a.end)
-    if start >= end:
-        raise UsageError(f"--from {a.start} is not before --to {a.end}")
+    start, end = ctl.time_range()
     snap = ctl.call(
         ctl.windows.ReadWindowSnapshot,
         ew.ReadWindowSnapshotRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
@@ -360,21 +372,29 @@ def cmd_cut(ctl: Ctl) -> int:
     return _publish_result(ctl, ctl.call(ctl.windows.PublishAtomicReplace, req))
 
 
+def _all_pages(ctl: Ctl, method: Callable[..., Any], request: Any, merged: Any, limit: int = 0) -> Any:
+    """Every page of a List call (its `records` and `next_page_token`) merged into
+    `merged`; with `limit`, at most that many records, the last page asked for
+    just big enough that `next_page_token` says where the rest would start."""
+    size = request.page_size
+    while True:
+        if limit:
+            request.page_size = min(size or limit, limit - len(merged.records))
+        page = ctl.call(method, request)
+        merged.records.extend(page.records)
+        merged.next_page_token = request.page_token = page.next_page_token
+        if not page.next_page_token or (limit and len(merged.records) >= limit):
+            return merged
+
+
 def cmd_records(ctl: Ctl) -> int:
     a = ctl.args
-    merged = audit.ListOverrideRecordsResponse()
-    token = ""
-    while True:
-        page = ctl.call(
-            ctl.audit.ListOverrideRecords,
-            audit.ListOverrideRecordsRequest(
-                channel_id=a.channel or "", page_size=a.page_size, page_token=token
-            ),
-        )
-        merged.records.extend(page.records)
-        token = page.next_page_token
-        if not token:
-            break
+    merged = _all_pages(
+        ctl,
+        ctl.audit.ListOverrideRecords,
+        audit.ListOverrideRecordsRequest(channel_id=a.channel or "", page_size=a.page_size),
+        audit.ListOverrideRecordsResponse(),
+    )
 
     def superseded(r: pb.OverrideRecord) -> str:
         s = r.superseded
@@ -389,7 +409,7 @@ def cmd_records(ctl: Ctl) -> int:
         [
             render.when(r.created_utc_ms, ctl.local),
             r.id,
-            pb.OverrideLayer.Name(r.layer).removeprefix("OVERRIDE_LAYER_").lower(),
+            render.enum_name(pb.OverrideLayer, r.layer, "OVERRIDE_LAYER_").lower(),
             r.channel_id,
             r.target,
             str(r.resulting_generation_id),
@@ -467,11 +487,7 @@ def cmd_store_day(ctl: Ctl) -> int:
     if a.reason:
         req.reason_code = a.reason
     result = ctl.call(ctl.days.StoreScheduleDay, req)
-    if ctl.json:
-        ctl.out(render.to_json(result))
-    if not result.ok:
-        _refusal(pb.ErrorCode.Name(result.error_code), result.error_detail)
-    if not ctl.json:
+    if _checked(ctl, result):
         d = result.schedule_day
         ctl.out(f"stored ScheduleDay {d.id} for {d.channel_id} {d.programming_day_date} (plan {d.plan_id})")
     return 0
@@ -539,7 +555,7 @@ def cmd_verify(ctl: Ctl) -> int:
     )
     rows = [
         [
-            audit.IntegrityViolationKind.Name(v.kind).removeprefix("INTEGRITY_VIOLATION_KIND_"),
+            render.enum_name(audit.IntegrityViolationKind, v.kind, "INTEGRITY_VIOLATION_KIND_"),
             v.channel_id,
             v.detail,
         ]

@@ -58,6 +58,11 @@ def when(ms: int, local: bool) -> str:
     return f"{iso_utc(ms)} ({iso_local(ms)})" if local else iso_utc(ms)
 
 
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    """A protobuf enum value without its prefix: AS_RUN_STATUS_CUT_SHORT -> CUT_SHORT."""
+    return str(enum.Name(value)).removeprefix(prefix) if value in enum.values() else str(value)
+
+
 def title_of(entry: pb.ExecutionEntry) -> str:
     titles = [s.title for s in entry.segments if s.title]
     return titles[0] if titles else ""
