@@ -30,6 +30,8 @@ from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import channel_service_pb2_grpc as ch_grpc
 from playlog.v1 import clock_service_pb2 as clk
 from playlog.v1 import clock_service_pb2_grpc as clk_grpc
+from playlog.v1 import engine_service_pb2 as eng
+from playlog.v1 import engine_service_pb2_grpc as eng_grpc
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import execution_window_service_pb2_grpc as ew_grpc
 from playlog.v1 import schedule_day_service_pb2 as sd
@@ -44,9 +46,9 @@ connection: --server/PLAYLOG_SERVER (default 127.0.0.1:50051), --token/PLAYLOG_T
 --ca-cert/--client-cert/--client-key (PLAYLOG_CA_CERT, PLAYLOG_CLIENT_CERT,
 PLAYLOG_CLIENT_KEY), or a named context of ~/.config/playlog/ctl.toml
 (PLAYLOG_CTL_CONFIG; --context NAME). Flags beat environment beat the context.
-exit status: 0 done, 1 refused, 2 usage or transport error.
-not yet: engines and their lag, as-run and reconciliation (the server has no API
-for them yet). Shell completion: eval "$(playlog ctl completion bash)".
+exit status: 0 done, 1 refused, 2 usage or transport error (verify, and
+reconcile with --fail-on-discrepancy, also exit 1 when they find something).
+Shell completion: eval "$(playlog ctl completion bash)".
 """
 
 # gRPC statuses that say the call never got a domain answer: exit 2. Every other
@@ -82,6 +84,7 @@ class Ctl:
         self.days = sd_grpc.ScheduleDayServiceStub(self.channel)
         self.audit = audit_grpc.AuditServiceStub(self.channel)
         self.clock = clk_grpc.ClockServiceStub(self.channel)
+        self.engines = eng_grpc.EngineServiceStub(self.channel)
         self._now: int | None = None
 
     def call(self, method: Callable[..., Any], request: Message) -> Any:
@@ -568,6 +571,185 @@ def cmd_verify(ctl: Ctl) -> int:
     return 0
 
 
+def cmd_engines(ctl: Ctl) -> int:
+    a = ctl.args
+    reply = ctl.call(ctl.engines.ListEngines, eng.ListEnginesRequest(channel_id=a.channel or ""))
+    now, local = ctl.server_now(), ctl.local
+
+    def nack(s: eng.EngineStatus) -> str:
+        if not s.last_nack_generation_id:
+            return "-"
+        at = render.when(s.last_nack_utc_ms, local)
+        return f"generation {s.last_nack_generation_id} at {at}: {s.last_nack_detail}"
+
+    def human() -> str:
+        head = f"channel {a.channel}  now {render.when(now, local)}  generation {reply.channel_generation_id}"
+        if not a.channel:
+            head = f"every channel  now {render.when(now, local)}"
+        if not reply.engines:
+            return head + "\nno engine has acknowledged or reported yet"
+        headers = ["ENGINE", "CHANNEL", "APPLIED", "GEN", "BEHIND", "BEHIND SINCE", "LAST ACK",
+                   "LAST AS-RUN RECEIVED", "AS-RUN ENDED", "LAST NACK"]  # fmt: skip
+        rows = [
+            [
+                s.engine_id,
+                s.channel_id,
+                str(s.applied_generation_id),
+                str(s.channel_generation_id),
+                str(s.generations_behind),
+                render.ago(s.behind_since_utc_ms, now, local),
+                render.ago(s.last_acknowledged_utc_ms, now, local),
+                render.ago(s.last_as_run_received_utc_ms, now, local),
+                render.when_or_dash(s.last_as_run_ended_utc_ms, local),
+                nack(s),
+            ]
+            for s in reply.engines
+        ]
+        return head + "\n" + render.table(headers, rows)
+
+    ctl.emit(reply, human)
+    return 0
+
+
+AS_RUN_HEADERS = ["START", "END", "BLOCK", "GEN", "SEGMENT", "ASSET", "STATUS", "ENGINE", "TRACED", "EVENT",
+                  "DETAIL"]  # fmt: skip
+
+
+def cmd_as_run(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.limit < 0 or a.page_size < 0:
+        raise UsageError("--limit and --page-size are counts (0: no limit, the server's page size)")
+    start, end = ctl.time_range()
+    merged = _all_pages(
+        ctl,
+        ctl.engines.ListAsRun,
+        eng.ListAsRunRequest(
+            channel_id=a.channel, start_utc_ms=start, end_utc_ms=end, engine_id=a.engine or "",
+            page_size=a.page_size,
+        ),
+        eng.ListAsRunResponse(),
+        a.limit,
+    )  # fmt: skip
+
+    def human() -> str:
+        if not merged.records:
+            return f"no as-run in [{iso_utc(start)}, {iso_utc(end)})"
+        rows = [
+            [
+                render.when(r.event.started_utc_ms, ctl.local),
+                render.when(r.event.ended_utc_ms, ctl.local),
+                r.event.block_id,
+                str(r.event.generation_id),
+                r.event.segment_id or "-",
+                r.event.asset_uri or "-",
+                render.enum_name(eng.AsRunStatus, r.event.status, "AS_RUN_STATUS_"),
+                r.engine_id,
+                "yes" if r.traced else "NO",
+                r.event.event_id,
+                r.event.detail,
+            ]
+            for r in merged.records
+        ]
+        more = (
+            f"\n(--limit {a.limit} reached: there is more as-run in the range)"
+            if merged.next_page_token
+            else ""
+        )
+        return render.table(AS_RUN_HEADERS, rows) + more
+
+    ctl.emit(merged, human)
+    return 0
+
+
+def cmd_reconcile(ctl: Ctl) -> int:
+    a = ctl.args
+    start, end = ctl.time_range()
+    reply = ctl.call(
+        ctl.engines.ReconcileAsRun,
+        eng.ReconcileAsRunRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
+    )
+    found = len(reply.discrepancies)
+
+    def actual(d: eng.Discrepancy) -> str:
+        if not d.actual_utc_ms:
+            return "-"
+        off = d.actual_utc_ms - d.expected_utc_ms
+        sign = "+" if off >= 0 else ""
+        return render.when(d.actual_utc_ms, ctl.local) + (
+            f" ({sign}{human_duration(off)})" if d.expected_utc_ms else ""
+        )
+
+    def human() -> str:
+        lines = [
+            f"channel {a.channel}  [{render.when(start, ctl.local)}, {render.when(end, ctl.local)})  "
+            f"blocks due {reply.blocks_due}  as-run events {reply.as_run_events}  "
+            f"tolerance {human_duration(reply.tolerance_ms)}"
+        ]
+        if reply.discrepancies:
+            headers = ["KIND", "BLOCK", "GEN", "ENGINE", "EVENT", "EXPECTED", "ACTUAL", "DETAIL"]
+            rows = [
+                [
+                    render.enum_name(eng.DiscrepancyKind, d.kind, "DISCREPANCY_KIND_"),
+                    d.block_id,
+                    str(d.generation_id),
+                    d.engine_id or "-",
+                    d.event_id or "-",
+                    render.when_or_dash(d.expected_utc_ms, ctl.local),
+                    actual(d),
+                    d.detail,
+                ]
+                for d in reply.discrepancies
+            ]
+            lines.append(render.table(headers, rows))
+        lines.append(f"{found} discrepanc{'y' if found == 1 else 'ies'}")
+        if reply.detail:
+            lines.append(f"not judged: {reply.detail}")
+        return "\n".join(lines)
+
+    ctl.emit(reply, human)
+    if found and a.fail_on_discrepancy:
+        print(f"{PROG}: {found} discrepanc{'y' if found == 1 else 'ies'} found", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ack(ctl: Ctl) -> int:
+    a = ctl.args
+    if a.nack and not a.detail:
+        raise UsageError("a NACK needs --detail saying why")
+    result = ctl.call(
+        ctl.engines.AcknowledgeWindow,
+        eng.AcknowledgeWindowRequest(
+            channel_id=a.channel,
+            applied_generation_id=a.generation,
+            accepted=not a.nack,
+            detail=a.detail or "",
+        ),
+    )
+    if _checked(ctl, result):
+        what = "refused (NACK)" if a.nack else "applied"
+        ctl.out(
+            f"generation {a.generation} {what} at {render.when(result.acknowledged_utc_ms, ctl.local)}; "
+            f"the channel is at generation {result.channel_generation_id}"
+        )
+    return 0
+
+
+def cmd_report_as_run(ctl: Ctl) -> int:
+    a = ctl.args
+    value = _load_json(a.file)
+    if isinstance(value, dict) and "events" in value:
+        value = value["events"]
+    if not isinstance(value, list) or not value:
+        raise UsageError(f"{a.file}: expected a JSON list of AsRunEvent (or {{'events': [...]}})")
+    events = [_parse(v, eng.AsRunEvent(), a.file) for v in value]
+    result = ctl.call(ctl.engines.ReportAsRun, eng.ReportAsRunRequest(channel_id=a.channel, events=events))
+    if _checked(ctl, result):
+        untraced = f"; untraced: {' '.join(result.untraced_event_ids)}" if result.untraced_event_ids else ""
+        ctl.out(f"stored {result.stored}, duplicates {result.duplicates}{untraced}")
+    return 0
+
+
 def cmd_clock(ctl: Ctl) -> int:
     a = ctl.args
     reply: Any
@@ -679,6 +861,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("verify", cmd_verify, "run the integrity audit on the server (exit 1 when anything is found)")
     p.add_argument("channel", nargs="?", help="only this channel")
+
+    p = add("engines", cmd_engines, "engines: applied generation, lag, last ack, as-run and NACK")
+    p.add_argument("channel", nargs="?", help="only this channel (default: every channel)")
+
+    p = add("as-run", cmd_as_run, "what aired: the as-run overlapping a time range, all pages")
+    p.add_argument("channel")
+    p.add_argument("--from", dest="start", default="-1d", help="start (default -1d)")
+    p.add_argument("--to", dest="end", default="now", help="end (default now)")
+    p.add_argument("--engine", help="only this engine's")
+    p.add_argument("--limit", type=int, default=0, help="at most this many events (default 0: all)")
+    p.add_argument("--page-size", type=int, default=0, help="events per call (default: the server's, 100)")
+
+    p = add(
+        "reconcile",
+        cmd_reconcile,
+        "the log against the as-run over a past range (exit 0 when it ran, discrepancies or not)",
+    )
+    p.add_argument("channel")
+    p.add_argument("--from", dest="start", default="-1d", help="start (default -1d)")
+    p.add_argument("--to", dest="end", default="now", help="end, not after now (default now)")
+    p.add_argument(
+        "--fail-on-discrepancy",
+        action="store_true",
+        help="exit 1 when there is any discrepancy (for scripts)",
+    )
+
+    p = add("ack", cmd_ack, "acknowledge a generation as applied, or --nack it (as an engine)")
+    p.add_argument("channel")
+    p.add_argument("generation", type=int)
+    p.add_argument("--nack", action="store_true", help="refused: the engine cannot apply it (needs --detail)")
+    p.add_argument("--detail", help="why (for a NACK)")
+
+    p = add("report-as-run", cmd_report_as_run, "report what aired from a file (as an engine)")
+    p.add_argument("channel")
+    p.add_argument("-f", "--file", required=True, help="JSON list of AsRunEvent (- for stdin)")
 
     p = add("clock", cmd_clock, "read or move the server's clock (moving needs the manual clock)")
     clock = p.add_subparsers(dest="clock_command", required=True, metavar="get|set|advance")

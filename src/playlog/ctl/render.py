@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from playlog.ctl.timefmt import iso_local, iso_utc
+from playlog.ctl.timefmt import human_duration, iso_local, iso_utc
 from playlog.v1 import types_pb2 as pb
 
 PAST, ON_AIR, LOCKED, FLEXIBLE = "past", "on air", "locked", "flexible"
@@ -56,6 +56,16 @@ def status(entry: pb.ExecutionEntry, now_ms: int, locked_until_ms: int) -> str:
 
 def when(ms: int, local: bool) -> str:
     return f"{iso_utc(ms)} ({iso_local(ms)})" if local else iso_utc(ms)
+
+
+def when_or_dash(ms: int, local: bool) -> str:
+    """An instant, or `-` for 0 (the proto's "none")."""
+    return when(ms, local) if ms else "-"
+
+
+def ago(ms: int, now_ms: int, local: bool) -> str:
+    """An instant and how long before `now_ms` it was: `2026-11-22T02:10:00Z (20m ago)`."""
+    return f"{when(ms, local)} ({human_duration(now_ms - ms)} ago)" if ms else "-"
 
 
 def enum_name(enum: Any, value: int, prefix: str) -> str:
