@@ -88,7 +88,9 @@ def test_engines_shows_each_engines_lag_last_ack_as_run_and_nack(
     assert row.endswith(f"generation 2 at {iso(since)}: cannot load asset://Late")
     listed = ctl.json("engines", "news")
     assert listed["channel_generation_id"] == "2"
-    [status] = listed["engines"]  # type: ignore[misc]
+    engines = listed["engines"]
+    assert isinstance(engines, list) and len(engines) == 1
+    status = engines[0]
     assert status["engine_id"] == "local" and status["generations_behind"] == "1"
     assert status["behind_since_utc_ms"] == str(since) and status["last_nack_generation_id"] == "2"
     # Without a channel: every channel's engines.
