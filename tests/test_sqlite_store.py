@@ -56,6 +56,7 @@ def test_a_database_from_a_newer_playlog_is_refused(tmp_path: Path) -> None:
         "left_neighbour",
         "right_neighbour",
         "current_span",
+        "block_ids_in_use_outside",
     ],
 )
 def test_reads_search_an_index_instead_of_scanning_the_channel(store: SqliteStore, method: str) -> None:
@@ -73,6 +74,8 @@ def test_reads_search_an_index_instead_of_scanning_the_channel(store: SqliteStor
                 "left_neighbour": ("ch1", 5),
                 "right_neighbour": ("ch1", 5),
                 "current_span": ("ch1", "b1"),
+                # (an IN list: the planner must still take current entries only)
+                "block_ids_in_use_outside": ("ch1", ["b1", "b2"], 0, 10),
             }
             getattr(r, method)(*args[method])
         finally:

@@ -60,6 +60,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 class SqliteView(SqlView):
     db_errors = (sqlite3.Error,)
+    _current_by_block_id = "entries INDEXED BY entries_current_block_id"
 
 
 class SqliteStore(SqlStore):
