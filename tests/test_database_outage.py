@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from playlog.clock import ManualClock
 from playlog.store.base import FaultStep
-from playlog.store.postgres import PostgresStore
+from playlog.store.postgres import RECORD_LOCK_KEY, PostgresStore
 from playlog.v1 import audit_service_pb2 as au
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import clock_service_pb2 as ck
@@ -146,6 +146,26 @@ async def test_generations_stay_strictly_increasing_with_both_replicas_writing_m
             assert generations == list(range(1, 9))
         audit = await b.stubs.audit.VerifyIntegrity(au.VerifyIntegrityRequest())
         assert list(audit.violations) == []
+
+
+async def test_override_records_of_all_channels_commit_in_sequence_order(
+    tmp_path: Path, database: str
+) -> None:
+    """Records are paged by one sequence across channels: an override takes
+    its turn for the record (so a reader paging after seq N never misses a
+    record committed later with a lower number); other writes do not wait."""
+    async with replica(tmp_path / "a", database) as a:
+        await prepared(a, "ch1", "ch2")
+        with psycopg.connect(database, autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (RECORD_LOCK_KEY,))
+            waiting = asyncio.ensure_future(
+                publish(a, "ov-", "ch1", operator_override=True, reason_code="BREAKING_NEWS")
+            )
+            assert (await publish(a, "plain-", "ch2")).ok  # no record: no turn to wait for
+            assert not waiting.done()
+            other.execute("SELECT pg_advisory_unlock(%s)", (RECORD_LOCK_KEY,))
+            result = await asyncio.wait_for(waiting, 20)
+        assert result.ok and result.override_record_id
 
 
 # -- every observable piece of state, from any replica -------------------------------
@@ -299,6 +319,31 @@ async def test_terminated_backends_in_the_middle_of_publishes_leave_whole_genera
         assert [e.generation_id for e in watcher.replaced()] == committed
         assert len(watcher.snapshots()) == 1
         watcher.cancel()
+
+
+async def test_connections_that_died_while_idle_in_the_pool_cost_the_callers_nothing(
+    tmp_path: Path, database: str
+) -> None:
+    """A firewall's idle timeout, or an administrator, ends the replica's
+    idle connections: the next calls find them dead at BEGIN, before anything
+    of theirs was sent, and go on on fresh ones instead of failing."""
+    db = database.rsplit("/", 1)[1]
+    async with replica(tmp_path / "a", database) as a:
+        await prepared(a)
+        assert (await publish(a, "before-")).ok
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name IN ('playlog-read', 'playlog-write')",
+                (db,),
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2
+        for i in range(3):
+            assert (await publish(a, f"after{i}-")).ok
+            snap = await a.stubs.window.ReadWindowSnapshot(
+                ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + DAY)
+            )
+            assert snap.entries[0].block_id == f"after{i}-0"
 
 
 async def test_an_override_whose_connection_dies_mid_write_is_override_record_persist_failed(

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from playlog.domain.model import Channel
+from playlog.domain.model import Channel, OverrideRecord
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
 from playlog.store.base import ALL_CHANNELS, StoreError, StoreListener, StoreUnavailable
@@ -46,9 +46,10 @@ _T = TypeVar("_T")
 
 NOTIFY_CHANNEL = "playlog_publish"
 # Advisory lock keys: (namespace, hashtext(channel_id)) for a channel's
-# writes; one key for schema migration.
+# writes; one key for schema migration, one for override records.
 WRITE_LOCK_NAMESPACE = 0x706C_6777
 MIGRATE_LOCK_KEY = 0x706C_6C67_6D67
+RECORD_LOCK_KEY = 0x706C_6C67_7263
 # The listener checks the database at least this often when nothing arrives.
 PROBE_INTERVAL_S = 1.0
 
@@ -97,6 +98,14 @@ class PostgresView(SqlView):
 
     def _after_publish(self, plan: PublishPlan) -> None:
         self._notify(f"p {plan.generation_id} {plan.channel_id}")
+
+    def insert_override_record(self, record: OverrideRecord) -> None:
+        # Records of every channel are paged by one sequence: they take turns
+        # until commit, so sequence order is commit order and a reader paging
+        # "after seq N" never misses a record committed later with a lower
+        # number. Overrides are rare operator actions; the wait is short.
+        self._q("SELECT pg_advisory_xact_lock(:k)", {"k": RECORD_LOCK_KEY})
+        super().insert_override_record(record)
 
     def insert_channel(self, channel: Channel) -> None:
         super().insert_channel(channel)
@@ -235,15 +244,37 @@ class PostgresStore(SqlStore):
 
     @contextlib.contextmanager
     def _read_connection(self) -> Iterator[Any]:
-        self._check_available()
-        with self._read_pool.connection() as conn:
+        with self._begun(self._read_pool, self.begin_read) as conn:
             yield conn
 
     @contextlib.contextmanager
     def _write_connection(self) -> Iterator[Any]:
-        self._check_available()
-        with self._write_pool.connection() as conn:
+        with self._begun(self._write_pool, self.begin_write) as conn:
             yield conn
+
+    @contextlib.contextmanager
+    def _begun(self, pool: ConnectionPool[Any], begin: str) -> Iterator[Any]:
+        """A pooled connection with its transaction begun. A connection that
+        died while idle in the pool (terminated backends, a firewall's idle
+        timeout, a database restart) fails at BEGIN, before anything of the
+        call was sent: it is dropped and the next one tried, so the call does
+        not fail for it."""
+        self._check_available()
+        for attempt in range(pool.max_size + 1):
+            conn = pool.getconn()
+            try:
+                conn.execute(begin)
+            except psycopg.OperationalError:
+                pool.putconn(conn)  # broken: the pool discards it and makes another
+                if not conn.broken or attempt == pool.max_size:
+                    raise
+                self._suspect.set()
+                continue
+            try:
+                yield conn
+            finally:
+                pool.putconn(conn)
+            return
 
     def _started_write(self, conn: Any, channel_id: str) -> None:
         if channel_id:

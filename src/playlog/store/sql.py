@@ -681,17 +681,21 @@ class SqlStore:
 
     @contextmanager
     def _read_connection(self) -> Iterator[Any]:
+        """A reader connection with its transaction begun."""
         conn = self._readers.get()
         try:
+            conn.execute(self.begin_read)
             yield conn
         finally:
             self._readers.put(conn)
 
     @contextmanager
     def _write_connection(self) -> Iterator[Any]:
+        """The writer connection with its transaction begun."""
         with self._write_lock:
             if self._closed.is_set():
                 raise StoreError("the store is closed")
+            self._writer.execute(self.begin_write)
             yield self._writer
 
     def _rollback(self, conn: Any, cause: BaseException) -> None:
@@ -706,7 +710,6 @@ class SqlStore:
     def read(self) -> Iterator[SqlView]:
         try:
             with self._read_connection() as conn:
-                conn.execute(self.begin_read)
                 try:
                     yield self.view_class(conn, self.faults)
                 finally:
@@ -719,7 +722,6 @@ class SqlStore:
         """One write transaction of its own (no group commit)."""
         try:
             with self._write_connection() as conn:
-                conn.execute(self.begin_write)
                 try:
                     self._started_write(conn, channel_id)
                     yield self.view_class(conn, self.faults)
