@@ -65,8 +65,48 @@ class CuttableLink:
                     server.close()
                     return
                 self._sockets.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+            state = _Connection()
+            threading.Thread(target=self._upstream, args=(client, server, state), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, state), daemon=True).start()
+
+    def drop_answer(self, after: bytes, to: bytes) -> threading.Event:
+        """On the next connection that sends `after` and then `to`, the
+        database's answer to `to` is dropped and the connection cut: the
+        request reached the database and was carried out, its answer never
+        arrived. Set when that happened."""
+        dropped = threading.Event()
+        with self._lock:
+            self._drop = (after, to, dropped)
+        return dropped
+
+    _drop: tuple[bytes, bytes, threading.Event] | None = None
+
+    def _upstream(self, client: socket.socket, server: socket.socket, state: _Connection) -> None:
+        try:
+            while data := client.recv(65536):
+                with self._lock:
+                    drop = self._drop
+                    if drop is not None:
+                        state.seen_after = state.seen_after or drop[0] in data
+                        if state.seen_after and drop[1] in data:
+                            state.drop_reply, self._drop = drop[2], None
+                server.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(client, server)
+
+    def _downstream(self, server: socket.socket, client: socket.socket, state: _Connection) -> None:
+        try:
+            while data := server.recv(65536):
+                if state.drop_reply is not None:
+                    state.drop_reply.set()
+                    return  # the answer goes nowhere: the connection is cut
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(server, client)
 
     def url(self, database_url: str) -> str:
         """database_url, through this link."""
@@ -77,16 +117,15 @@ class CuttableLink:
         return f"{scheme}://{prefix}127.0.0.1:{self.port}/{path}"
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+class _Connection:
+    seen_after = False
+    drop_reply: threading.Event | None = None
+
+
+def _close(*sockets: socket.socket) -> None:
+    for s in sockets:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager

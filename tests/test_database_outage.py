@@ -346,6 +346,28 @@ async def test_connections_that_died_while_idle_in_the_pool_cost_the_callers_not
             assert snap.entries[0].block_id == f"after{i}-0"
 
 
+async def test_a_commit_whose_answer_is_lost_is_resolved_from_the_database(
+    tmp_path: Path, database: str
+) -> None:
+    """The COMMIT reaches the database and is carried out; its answer never
+    comes back (the connection is cut). The replica asks the database what
+    became of the transaction and answers the truth: committed, and its
+    watchers hear of it. (Before, it said UNAVAILABLE, "nothing applied".)"""
+    with cuttable_link() as link:
+        async with replica(tmp_path / "a", link.url(database)) as a:
+            await prepared(a)
+            watcher = follow(a)
+            await watcher.until(lambda: watcher.snapshots())
+            dropped = link.drop_answer(after=b"INSERT INTO publishes", to=b"COMMIT")
+            result = await publish(a, "lost-answer-")
+            assert dropped.is_set()
+            assert result.ok and result.published_generation_id == 1
+            await watcher.until(lambda: len(watcher.replaced()) == 1)
+            assert watcher.replaced()[0].entries[0].block_id == "lost-answer-0"
+            assert (await publish(a, "next-")).published_generation_id == 2
+            watcher.cancel()
+
+
 async def test_an_override_whose_connection_dies_mid_write_is_override_record_persist_failed(
     tmp_path: Path, database: str
 ) -> None:

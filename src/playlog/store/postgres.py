@@ -276,9 +276,51 @@ class PostgresStore(SqlStore):
                 pool.putconn(conn)
             return
 
-    def _started_write(self, conn: Any, channel_id: str) -> None:
+    def _started_write(self, conn: Any, channel_id: str) -> str:
+        """Takes the channel's lock; the transaction's id (in the same round
+        trip), by which a commit whose answer was lost is resolved."""
         if channel_id:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (WRITE_LOCK_NAMESPACE, channel_id))
+            row = conn.execute(
+                "SELECT pg_current_xact_id()::text, pg_advisory_xact_lock(%s, hashtext(%s))",
+                (WRITE_LOCK_NAMESPACE, channel_id),
+            ).fetchone()
+        else:
+            row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        return str(row[0])
+
+    def _commit(self, conn: Any, started: str) -> None:
+        """COMMIT; if the connection is lost before its answer arrives, the
+        database is asked what became of the transaction, so that a write
+        that did commit is reported as committed (its listeners told), one
+        that did not as failed, and only an unreadable outcome as unknown."""
+        try:
+            conn.execute("COMMIT")
+        except psycopg.OperationalError as exc:
+            status = self._transaction_status(started)
+            if status == "committed":
+                emit(log, logging.WARNING, "commit_answer_lost", xact_id=started, outcome="committed")
+                return
+            if status == "aborted":
+                raise
+            raise StoreUnavailable(
+                f"the connection was lost during COMMIT ({str(exc).strip()}) and the outcome could not be "
+                f"read ({status}): the write may have been applied; read before retrying"
+            ) from exc
+
+    def _transaction_status(self, xact_id: str) -> str:
+        """pg_xact_status of a transaction, read on a connection of its own
+        (waiting briefly while its backend is still finishing it)."""
+        deadline = time.monotonic() + 5.0
+        try:
+            with psycopg.connect(self.url, **self._connect_kwargs, application_name="playlog-probe") as conn:
+                while True:
+                    row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xact_id,)).fetchone()
+                    status = str(row[0]) if row and row[0] else "unknown"
+                    if status != "in progress" or time.monotonic() > deadline:
+                        return status
+                    self._closed.wait(0.02)
+        except psycopg.Error as exc:
+            return f"unreadable: {str(exc).strip()}"
 
     @contextlib.contextmanager
     def _channel_turn(self, channel_id: str) -> Iterator[None]:

@@ -664,8 +664,13 @@ class SqlStore:
         # Tests: called with each batch's size before it commits.
         self.before_batch_commit: Callable[[int], None] | None = None
 
-    def _started_write(self, conn: Any, channel_id: str) -> None:
-        """Runs first in every write transaction."""
+    def _started_write(self, conn: Any, channel_id: str) -> Any:
+        """Runs first in every write transaction; what it returns is handed to
+        _commit."""
+        return None
+
+    def _commit(self, conn: Any, started: Any) -> None:
+        conn.execute("COMMIT")
 
     def _store_error(self, exc: BaseException) -> BaseException:
         """The driver's error as a StoreError (or as it is)."""
@@ -723,10 +728,10 @@ class SqlStore:
         try:
             with self._write_connection() as conn:
                 try:
-                    self._started_write(conn, channel_id)
+                    started = self._started_write(conn, channel_id)
                     yield self.view_class(conn, self.faults)
                     self.faults.check(FaultStep.COMMIT)
-                    conn.execute("COMMIT")
+                    self._commit(conn, started)
                 except BaseException as exc:
                     self._rollback(conn, exc)
                     raise
