@@ -138,6 +138,13 @@ def dispatch_notice(payload: str, listener: StoreListener) -> None:
         emit(log, logging.WARNING, "notify_unknown_kind", payload=payload[:200])
 
 
+def _dispatch_safely(payload: str, listener: StoreListener) -> None:
+    try:
+        dispatch_notice(payload, listener)
+    except Exception as exc:  # one bad notice must not end the listener's thread
+        emit(log, logging.ERROR, "notify_dispatch_failed", exc_info=exc, error=repr(exc))
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     # OperationalError: the connection was lost or refused, the server shuts
     # down, or a lock or statement timeout / deadlock ended the statement. All
@@ -405,6 +412,8 @@ class PostgresStore(SqlStore):
         return True
 
     def _replace_pools(self) -> None:
+        if self._closed.is_set():
+            return  # closing: no new pools to leak
         old = (self._read_pool, self._write_pool)
         self._read_pool = self._pool("playlog-read", old[0].max_size, old[0].timeout)
         self._write_pool = self._pool("playlog-write", old[1].max_size, old[1].timeout)
@@ -431,7 +440,7 @@ class PostgresStore(SqlStore):
                         missed = False
                     while not self._closed.is_set():
                         for note in conn.notifies(timeout=0.25):
-                            dispatch_notice(note.payload, listener)
+                            _dispatch_safely(note.payload, listener)
                         if self._suspect.is_set():
                             # A call lost its connection: are the pool's others good?
                             self._suspect.clear()
