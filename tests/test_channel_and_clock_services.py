@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -83,3 +85,14 @@ async def test_the_manual_clock_moves_only_forward_when_told(running: Running) -
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "backwards" in (info.value.details() or "")
     assert running.clock.now_utc_ms() == T0 + 2 * HOUR
+
+
+async def test_moves_arriving_together_each_count_once(running: Running) -> None:
+    """Concurrent AdvanceTime calls (on SQLite committed in one group commit,
+    on PostgreSQL taking turns in the database) add up: none is lost."""
+    moved = await asyncio.gather(
+        *(running.stubs.clock.AdvanceTime(clk.AdvanceTimeRequest(delta_ms=1000)) for _ in range(8))
+    )
+    assert sorted(m.now_utc_ms for m in moved) == [T0 + 1000 * i for i in range(1, 9)]
+    assert (await running.stubs.clock.GetTime(clk.GetTimeRequest())).now_utc_ms == T0 + 8000
+    assert running.clock.now_utc_ms() == T0 + 8000

@@ -445,7 +445,6 @@ class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
     ) -> None:
         super().__init__(playlog, executor)
         self.clock = clock
-        self._moving = asyncio.Lock()
 
     def _manual(self) -> ManualClock:
         if not isinstance(self.clock, ManualClock):
@@ -480,8 +479,7 @@ class ClockServicer(_Base, clock_grpc.ClockServiceServicer):
                 )
                 raise
 
-        async with self._moving:
-            return int(await self.run(self.playlog.move_manual_clock, checked))
+        return int(await self.run(self.playlog.move_manual_clock, checked))
 
     async def SetTime(self, request: clock_pb.SetTimeRequest, context: Context) -> clock_pb.SetTimeResponse:
         now = await self._move("SetTime", lambda clock, now: clock.check_target(request.now_utc_ms, now))

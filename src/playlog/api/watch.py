@@ -118,10 +118,9 @@ class WatchHub:
         # Reads in flight that every subscriber needing the same answer shares
         # (etcd's syncWatchers): the history after a cursor, per (channel,
         # cursor), and a reset snapshot, per channel. Counted for tests.
-        self._history_reads: dict[tuple[str, int], asyncio.Future[_History]] = {}
-        self._snapshot_reads: dict[str, asyncio.Future[_SnapshotRead]] = {}
-        self.history_reads = 0
-        self.snapshot_reads = 0
+        self._history_reads: dict[Any, asyncio.Future[Any]] = {}
+        self._snapshot_reads: dict[Any, asyncio.Future[Any]] = {}
+        self.reads_started: collections.Counter[str] = collections.Counter()
         playlog.add_publish_listener(self._on_commit)
         playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
@@ -398,12 +397,22 @@ class WatchHub:
         self._progress_cache[channel_id] = (key, event)
         return event
 
-    def _shared(self, reads: dict[Any, asyncio.Future[Any]], key: Any, fn: Callable[[], Any]) -> Any:
-        """The read in flight for `key`, or a new one that later callers
-        with the same key share; each caller awaits it shielded, so a stream
-        that ends does not cancel it for the others."""
+    @property
+    def history_reads(self) -> int:
+        return self.reads_started["history"]
+
+    @property
+    def snapshot_reads(self) -> int:
+        return self.reads_started["snapshot"]
+
+    def _shared(self, kind: str, key: Any, fn: Callable[[], Any]) -> Any:
+        """The read of this kind in flight for `key`, or a new one that later
+        callers with the same key share; each caller awaits it shielded, so a
+        stream that ends does not cancel it for the others."""
+        reads = self._history_reads if kind == "history" else self._snapshot_reads
         read = reads.get(key)
         if read is None:
+            self.reads_started[kind] += 1
             read = reads[key] = asyncio.ensure_future(self._run(fn))
             read.add_done_callback(lambda _: reads.pop(key, None))
         return asyncio.shield(read)
@@ -414,10 +423,8 @@ class WatchHub:
         needs one at the same time; a resumed subscriber that joins a read
         begun before its trigger finds any hole by the generation chain."""
         if reset:
-            if sub.channel_id not in self._snapshot_reads:
-                self.snapshot_reads += 1
             snap, events = await self._shared(
-                self._snapshot_reads, sub.channel_id, lambda: self._read_snapshot(sub.channel_id, True)
+                "snapshot", sub.channel_id, functools.partial(self._read_snapshot, sub.channel_id, True)
             )
         else:
             snap, events = await self._run(self._read_snapshot, sub.channel_id, False)
@@ -451,11 +458,8 @@ class WatchHub:
         generation the subscriber is at afterwards. Subscribers at the same
         cursor share one read."""
         while True:
-            key = (sub.channel_id, last)
-            if key not in self._history_reads:
-                self.history_reads += 1
             floor, records = await self._shared(
-                self._history_reads, key, functools.partial(self._read_history, sub.channel_id, last)
+                "history", (sub.channel_id, last), functools.partial(self._read_history, sub.channel_id, last)
             )
             if last < floor:
                 metrics.WATCH_RESETS.labels("history_gone").inc()

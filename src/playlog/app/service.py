@@ -658,13 +658,18 @@ class Playlog:
         turns in the store: two replicas cannot both move from the same time."""
 
         def move(w: WriteView) -> int:
-            now = target(self.now_in(w))
+            # The stored time too: a move committed in the same group commit
+            # (SQLite) is in the store before the clock object hears of it.
+            now = target(max(self.now_in(w), w.manual_clock_utc_ms() or 0))
             w.save_manual_clock_utc_ms(now)
             w.note_acted_at(now)
             return now
 
         now = self._run_write("manual_clock", move, channel_id=CLOCK_KEY)
-        return cast(ManualClock, self.clock).advance_to(now)
+        # (A later move of the same batch may have advanced it further: this
+        # move's answer is the time it moved to.)
+        cast(ManualClock, self.clock).advance_to(now)
+        return now
 
     def note_acted_at(self, now_utc_ms: int) -> None:
         """Keeps `now_utc_ms` as the clock's floor (clean shutdown)."""

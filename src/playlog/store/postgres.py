@@ -188,7 +188,7 @@ class PostgresStore(SqlStore):
                 migrate(conn)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        super().__init__(None, [])
+        super().__init__()
         self._read_pool = self._pool("playlog-read", read_connections, pool_timeout_s)
         self._write_pool = self._pool("playlog-write", write_connections, pool_timeout_s)
         self._turns: dict[str, list[Any]] = {}
@@ -360,11 +360,7 @@ class PostgresStore(SqlStore):
         with self._channel_turn(channel_id):
             with self.write(channel_id) as view:
                 result = fn(view)
-            if after_commit is not None:
-                try:
-                    after_commit(result)
-                except Exception as exc:  # a listener's failure is not the write's
-                    emit(log, logging.ERROR, "after_commit_failed", exc_info=exc, error=repr(exc))
+            self._tell(after_commit, result)
         return result
 
     # -- the listener: doorbells and health ------------------------------------

@@ -8,7 +8,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from playlog import wire
@@ -347,13 +347,21 @@ class SqlView(EngineEvidenceSql):
             "ORDER BY generation_id LIMIT ?",
             (channel_id, after_generation_id, limit),
         ).fetchall()
+        if not rows:
+            return []
+        # Every entry a publish wrote carries its generation: the entries of
+        # all these publishes in one indexed range read, not one query each.
+        by_generation: dict[int, list[bytes]] = {int(r[1]): [] for r in rows}
+        for generation, payload in self._q(
+            "SELECT generation_id, payload FROM entries WHERE channel_id = ? AND generation_id > ? "
+            "AND generation_id <= ? ORDER BY generation_id, start_utc_ms",
+            (channel_id, after_generation_id, rows[-1][1]),
+        ):
+            kept = by_generation.get(int(generation))
+            if kept is not None:
+                kept.append(bytes(payload))
         out = []
         for r in rows:
-            payloads = self._q(
-                "SELECT payload FROM entries WHERE channel_id = ? AND generation_id = ? "
-                "ORDER BY start_utc_ms",
-                (channel_id, r[1]),
-            ).fetchall()
             out.append(
                 PublishRecord(
                     channel_id=r[0],
@@ -367,7 +375,7 @@ class SqlView(EngineEvidenceSql):
                     override_record_id=r[8] or "",
                     committed_utc_ms=r[9],
                     cut_block_id=r[10] or "",
-                    payloads=tuple(bytes(p[0]) for p in payloads),
+                    payloads=tuple(by_generation[int(r[1])]),
                 )
             )
         return out
@@ -630,39 +638,27 @@ class _WriteJob:
 
 
 class SqlStore:
-    """Connection handling shared by both stores: write transactions on a
-    writer connection, and reader connections each read runs a transaction on
-    (one consistent snapshot). Subclasses say where connections come from.
-
-    Writes submitted together are group-committed (`run_write`): the caller
-    that finds the writer free leads a batch of every write waiting, runs each
-    in its own savepoint of one transaction (so each is refused or accepted on
-    its own, in the order they arrived), commits once (one fsync) and only
-    then hands each caller its outcome. Callers arriving during that commit
-    form the next batch.
-    """
+    """What both stores share: a read runs one transaction on a reader
+    connection (one consistent snapshot); a write runs one transaction on a
+    writer connection, rolled back whole on any failure. Subclasses say where
+    connections come from and how writes are scheduled (run_write)."""
 
     view_class: type[SqlView] = SqlView
     begin_read = "BEGIN"
     begin_write = "BEGIN"
     shared = False
-    # Most writes one transaction carries.
-    max_batch = 64
 
-    def __init__(self, writer: Any, readers: list[Any]) -> None:
+    def __init__(self) -> None:
         self.faults = FaultInjector()
-        self._writer = writer
-        self._write_lock = threading.Lock()
         self._closed = threading.Event()
-        self._all_readers = readers
-        self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for conn in readers:
-            self._readers.put(conn)
-        self._batching = threading.Condition()
-        self._waiting: list[_WriteJob] = []
-        self._leading = False
-        # Tests: called with each batch's size before it commits.
-        self.before_batch_commit: Callable[[int], None] | None = None
+
+    def _read_connection(self) -> AbstractContextManager[Any]:
+        """A reader connection with its transaction begun."""
+        raise NotImplementedError
+
+    def _write_connection(self) -> AbstractContextManager[Any]:
+        """A writer connection with its transaction begun."""
+        raise NotImplementedError
 
     def _started_write(self, conn: Any, channel_id: str) -> Any:
         """Runs first in every write transaction; what it returns is handed to
@@ -684,25 +680,6 @@ class SqlStore:
             raise exc
         raise translated from exc
 
-    @contextmanager
-    def _read_connection(self) -> Iterator[Any]:
-        """A reader connection with its transaction begun."""
-        conn = self._readers.get()
-        try:
-            conn.execute(self.begin_read)
-            yield conn
-        finally:
-            self._readers.put(conn)
-
-    @contextmanager
-    def _write_connection(self) -> Iterator[Any]:
-        """The writer connection with its transaction begun."""
-        with self._write_lock:
-            if self._closed.is_set():
-                raise StoreError("the store is closed")
-            self._writer.execute(self.begin_write)
-            yield self._writer
-
     def _rollback(self, conn: Any, cause: BaseException) -> None:
         """Rolls back; a failing ROLLBACK (the connection is gone) is logged,
         and the error that made the write fail is the one that stands."""
@@ -710,6 +687,17 @@ class SqlStore:
             conn.execute("ROLLBACK")
         except self.view_class.db_errors as exc:
             emit(log, logging.WARNING, "rollback_failed", error=str(exc), cause=str(cause))
+
+    @staticmethod
+    def _tell(after_commit: Callable[[Any], None] | None, result: Any) -> None:
+        """after_commit(result), once the write is durable; a listener's
+        failure is not the write's."""
+        if after_commit is None:
+            return
+        try:
+            after_commit(result)
+        except Exception as exc:
+            emit(log, logging.ERROR, "after_commit_failed", exc_info=exc, error=repr(exc))
 
     @contextmanager
     def read(self) -> Iterator[SqlView]:
@@ -724,7 +712,7 @@ class SqlStore:
 
     @contextmanager
     def write(self, channel_id: str = "") -> Iterator[SqlView]:
-        """One write transaction of its own (no group commit)."""
+        """One write transaction of its own."""
         try:
             with self._write_connection() as conn:
                 try:
@@ -737,6 +725,53 @@ class SqlStore:
                     raise
         except BaseException as exc:
             self._raise_translated(exc)
+
+
+class GroupCommitStore(SqlStore):
+    """One writer connection whose write transactions are serialized by a
+    lock, and a fixed set of reader connections (the embedded store).
+
+    Writes submitted together are group-committed (`run_write`): the caller
+    that finds the writer free leads a batch of every write waiting, runs each
+    in its own savepoint of one transaction (so each is refused or accepted on
+    its own, in the order they arrived), commits once (one fsync) and only
+    then hands each caller its outcome. Callers arriving during that commit
+    form the next batch.
+    """
+
+    # Most writes one transaction carries.
+    max_batch = 64
+
+    def __init__(self, writer: Any, readers: list[Any]) -> None:
+        super().__init__()
+        self._writer = writer
+        self._write_lock = threading.Lock()
+        self._all_readers = readers
+        self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for conn in readers:
+            self._readers.put(conn)
+        self._batching = threading.Condition()
+        self._waiting: list[_WriteJob] = []
+        self._leading = False
+        # Tests: called with each batch's size before it commits.
+        self.before_batch_commit: Callable[[int], None] | None = None
+
+    @contextmanager
+    def _read_connection(self) -> Iterator[Any]:
+        conn = self._readers.get()
+        try:
+            conn.execute(self.begin_read)
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    @contextmanager
+    def _write_connection(self) -> Iterator[Any]:
+        with self._write_lock:
+            if self._closed.is_set():
+                raise StoreError("the store is closed")
+            self._writer.execute(self.begin_write)
+            yield self._writer
 
     def run_write(
         self, fn: Callable[[Any], _T], after_commit: Callable[[_T], None] | None = None, channel_id: str = ""
@@ -797,11 +832,8 @@ class SqlStore:
                 raise
             return
         for job in batch:
-            if job.error is None and job.after_commit is not None:
-                try:
-                    job.after_commit(job.result)
-                except Exception as exc:  # a listener's failure is not the write's
-                    emit(log, logging.ERROR, "after_commit_failed", exc_info=exc, error=repr(exc))
+            if job.error is None:
+                self._tell(job.after_commit, job.result)
             job.done = True
 
     def _close_connections(self, before_writer_closes: Callable[[Any], None] | None = None) -> bool:

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from playlog.store.base import StoreError, StoreListener
-from playlog.store.sql import SqlStore, SqlView, backfill_payloads
+from playlog.store.sql import GroupCommitStore, SqlView, backfill_payloads
 from playlog.store.sqlite_schema import MIGRATIONS, PAYLOAD_VERSION
 
 DB_FILE = "playlog.sqlite3"
@@ -63,7 +63,7 @@ class SqliteView(SqlView):
     _current_by_block_id = "entries INDEXED BY entries_current_block_id"
 
 
-class SqliteStore(SqlStore):
+class SqliteStore(GroupCommitStore):
     """SQLite in `data_dir`; schema migrated on open.
 
     One process serves a data directory: the store holds the directory's
