@@ -28,7 +28,8 @@ inside a range it also deletes ("duplicate key given in txn request"), and
 their keys carry the block id, so the new entries are new keys, as the
 replaced rows and new rows are in playlog's store.
 
-Imported by bench/run.py and bench/subscribers.py.
+Imported by the workloads that run etcd beside playlog (publish.py, read.py,
+rates.py, replicas.py), by bench/subscribers.py and, lazily, by benchlib.py.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ from benchlib import (
     DAY_MS,
     GRPC_CLIENT_OPTIONS,
     LOCKED_WINDOW_MS,
+    LocalServer,
     day_date,
     day_start_ms,
     days_entries,
     free_ports,
-    stop_process,
 )
 
 from playlog.v1 import types_pb2 as pb
@@ -206,29 +207,21 @@ def publish_key(channel_id: str, generation: int) -> bytes:
 # -- the server -------------------------------------------------------------------------
 
 
-class EtcdServer:
-    """One etcd member on 127.0.0.1, data in workdir/etcd-data, log in workdir/etcd.log."""
+class EtcdServer(LocalServer):
+    """One etcd member on 127.0.0.1 (its client port is `port`), data in
+    workdir/etcd-data, log in workdir/etcd.log."""
 
     def __init__(self, binary: str, workdir: Path) -> None:
+        super().__init__()
         self.binary = binary
         self.data_dir = workdir / "etcd-data"
         self.log_path = workdir / "etcd.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.client_port = 0
         self.cmd: list[str] = []
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
 
     async def start(self, api: Api) -> None:
         last = ""
         for _ in range(3):  # a picked port can be taken by someone else before etcd binds it
-            self.client_port, peer_port = free_ports(2)
+            self.port, peer_port = free_ports(2)
             client_url, peer_url = f"http://{self.target}", f"http://127.0.0.1:{peer_port}"
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.cmd = [
@@ -295,10 +288,6 @@ class EtcdServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    async def stop(self) -> None:
-        if self.proc is not None:
-            await stop_process(self.proc, 15)
 
 
 # -- the client -------------------------------------------------------------------------
@@ -477,3 +466,17 @@ class Publisher:
             raise EtcdUnavailable(
                 f"etcd publish on {self.channel_id}: {len(entries)} entries stored, want {self.entries}"
             )
+
+
+async def publishers(clients: list[EtcdClient], channel_ids: list[str]) -> list[Publisher]:
+    """One channel per client: each declared with a day-0 ScheduleDay and
+    published twice (checked: Publisher.check); -> their publishers of day 0,
+    the Txn of the publish rows."""
+    pubs = []
+    for ec, cid in zip(clients, channel_ids, strict=True):
+        await ec.declare(cid)
+        await ec.store_days(cid, range(1))
+        pub = ec.publisher(cid, 0, 1)
+        await pub.check()
+        pubs.append(pub)
+    return pubs

@@ -1,7 +1,8 @@
 """Subscriber process of the WatchWindow benchmark: opens N server streams
 multiplexed over a few grpc.aio channels (one TCP connection each) and time-
 stamps every `replaced` event it receives, so that the server, not this
-process, is what bench/run.py measures.
+process, is what the watch workloads (watch.py, rates.py, replicas.py)
+measure.
 
 Targets: `--kind playlog` (ExecutionWindowService/WatchWindow on one channel)
 or `--kind bare` (benchfanout.Fanout/Subscribe of bench/fanout_server.py).
