@@ -16,6 +16,7 @@ Workloads (each also runs alone: `.venv/bin/python bench/<name>.py`):
   read      one-day and 7-day reads beside etcd          (read.py)
   watch     fan-out, paced and burst, beside bare        (watch.py)
   rates     fixed-rate watch beside etcd and bare        (rates.py)
+  growth    a grown store against a fresh one            (growth.py)
   replicas  PostgreSQL, one replica vs two, beside etcd  (replicas.py)
 
 Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short
@@ -26,6 +27,7 @@ bench/results/latest.md (and latest.json). See bench/README.md.
 from __future__ import annotations
 
 import baseline
+import growth
 import publish
 import rates
 import read
@@ -39,6 +41,7 @@ WORKLOADS = [
     read.WORKLOAD,
     watch.WORKLOAD,
     rates.WORKLOAD,
+    growth.WORKLOAD,
     replicas.WORKLOAD,
 ]
 
