@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.installed
 DATA_DIR ?= ./var
 LISTEN ?= 127.0.0.1:50051
 
-.PHONY: install gen lint test run bench clean
+.PHONY: install gen lint test run bench soak clean
 
 install: $(INSTALL_STAMP) $(GEN_STAMP)
 
@@ -51,8 +51,14 @@ test: install
 run: install
 	$(BIN)/playlog serve --data-dir $(DATA_DIR) --listen $(LISTEN) $(ARGS)
 
+# Every workload of bench/ (see bench/README.md); BENCH_ARGS="--quick" for a short run.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# 1,000 WatchWindow subscribers for 10 minutes (not part of `make test`);
+# SOAK_ARGS="--minutes 2" for a shorter one.
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN_DIR) build *.egg-info src/*.egg-info
