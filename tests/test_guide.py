@@ -174,7 +174,7 @@ async def test_etag_changes_exactly_when_the_content_does(guided: Guided) -> Non
     moved = morning()[4]
     moved.segments[0].asset_uri = "asset://film/2-restored"
     await guided.publish("news", [moved])
-    status, same, body2 = await guided.get("/guide/xmltv.xml", headers={"If-None-Match": etag})
+    status, same, _ = await guided.get("/guide/xmltv.xml", headers={"If-None-Match": etag})
     assert status == 304 and same["ETag"] == etag and same["X-Playlog-Generations"] == "news=2"
     # A ScheduleDay regenerated with a new title changes the content: a new ETag.
     regenerated = day_message("news", [*SLOTS[:2], (SLOTS[2][0], SLOTS[2][1], "Late Late Show")], "plan-2")
@@ -267,8 +267,14 @@ async def test_a_store_that_cannot_be_read_gives_503_never_an_empty_guide(
 
 async def test_the_m3u_and_the_xmltv_match_the_way_jellyfin_matches_them(guided: Guided) -> None:
     await aired_morning(guided)
-    await guided.declare("sport", display_name="Sport", guide_number="7", guide_id="sport.example.net",
-                         icon_url="https://img.example/sport.png", stream_url="udp://@239.0.0.7:1234")  # fmt: skip
+    await guided.declare(
+        "sport",
+        display_name="Sport",
+        guide_number="7",
+        guide_id="sport.example.net",
+        icon_url="https://img.example/sport.png",
+        stream_url="udp://@239.0.0.7:1234",
+    )
     await guided.day("sport", [(H2, H2 + HOUR, "Match")])
     await guided.declare("unstreamed")  # in the guide, not in the playlist: it has no stream_url
     status, headers, playlist = await guided.get("/guide/channels.m3u")
@@ -419,14 +425,13 @@ async def test_get_guide_gives_status_and_provenance_for_every_programme(guided:
 
 async def test_get_guide_refuses_bad_ranges_and_unknown_channels(guided: Guided) -> None:
     await aired_morning(guided)
+    bad, unknown = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
     for request, code, text in [
-        (gd.GetGuideRequest(start_utc_ms=T0, end_utc_ms=T0), grpc.StatusCode.INVALID_ARGUMENT, "end_utc_ms"),
-        (gd.GetGuideRequest(start_utc_ms=T0, end_utc_ms=T0 + 16 * DAY), grpc.StatusCode.INVALID_ARGUMENT, "15 days"),
-        (gd.GetGuideRequest(channel_ids=["x y"], start_utc_ms=T0, end_utc_ms=T0 + 1), grpc.StatusCode.INVALID_ARGUMENT,
-         "channel_ids[0]"),
-        (gd.GetGuideRequest(channel_ids=["nobody"], start_utc_ms=T0, end_utc_ms=T0 + 1), grpc.StatusCode.NOT_FOUND,
-         "nobody"),
-    ]:  # fmt: skip
+        (gd.GetGuideRequest(start_utc_ms=T0, end_utc_ms=T0), bad, "end_utc_ms"),
+        (gd.GetGuideRequest(start_utc_ms=T0, end_utc_ms=T0 + 16 * DAY), bad, "15 days"),
+        (gd.GetGuideRequest(channel_ids=["x y"], start_utc_ms=T0, end_utc_ms=T0 + 1), bad, "channel_ids[0]"),
+        (gd.GetGuideRequest(channel_ids=["nobody"], start_utc_ms=T0, end_utc_ms=T0 + 1), unknown, "nobody"),
+    ]:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await guided.r.stubs.guide.GetGuide(request)
         assert refused.value.code() == code and text in (refused.value.details() or "")
