@@ -81,7 +81,7 @@ def test_the_guide_of_the_served_process_through_curl_grpcurl_and_ctl(
     assert zipped_headers["content-encoding"] == "gzip" and gzip.decompress(zipped) == body
     _, file = curl(f"{base}/guide/xmltv.xml.gz")
     assert gzip.decompress(file) == body
-    m3u_headers, playlist = curl(f"{base}/guide/channels.m3u")
+    _, playlist = curl(f"{base}/guide/channels.m3u")
     assert playlist.decode().splitlines() == [
         f'#EXTM3U url-tvg="{base}/guide/xmltv.xml"',
         '#EXTINF:-1 tvg-id="news.playlog" tvg-chno="4.1" tvg-name="News 24",News 24',
