@@ -524,13 +524,15 @@ def _client_certificates(server: PlaylogServer) -> dict[str, Any]:
     return info
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, http_routes: list[RouteModule] | None = None) -> None:
+    """`playlog serve`; `http_routes`: the HTTP edge's route modules (default
+    HTTP_ROUTES; the guide benchmark adds a static body beside them)."""
     # Signal handlers first: a SIGTERM during start-up still stops gracefully.
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    server = PlaylogServer(settings)
+    server = PlaylogServer(settings, http_routes=http_routes)
     port = await server.start()
     info = describe_startup(server)
     emit(log, logging.INFO, "serving", **info)

@@ -169,12 +169,14 @@ class Guide:
         c = channel.channel_id
         first, last = dates_of(start, end)
         days = r.authoritative_days_between(c, first, last)
-        entries = [decode_entry(s.payload) for s in r.stored_overlapping(c, start, end)]
+        entries = [decode_entry(s.payload, False) for s in r.stored_overlapping(c, start, end)]
         for _ in range(MAX_LOOKBACK_STEPS):
             back = rules.lookback_from(entries[0], days, self.filler_types) if entries else None
             if back is None:
                 break
-            before = [decode_entry(s.payload) for s in r.stored_overlapping(c, back, entries[0].start_utc_ms)]
+            before = [
+                decode_entry(s.payload, False) for s in r.stored_overlapping(c, back, entries[0].start_utc_ms)
+            ]
             if not before or before[-1].end_utc_ms != entries[0].start_utc_ms:
                 break  # a gap: the programme starts where the entries do
             entries = before + entries

@@ -170,18 +170,20 @@ def _own_title(e: Entry, filler_types: frozenset[str]) -> str:
     return next((s.title for s in e.segments if s.title), e.block_id)
 
 
-def _unit_for(e: Entry, days: _Days, filler_types: frozenset[str]) -> _Unit:
-    found = None if e.is_operator_override else days.slot_of(e)
+def _slot_key(e: Entry, days: _Days) -> tuple[ScheduleDay, int] | None:
+    """The slot an entry is part of (an override's entry is no slot's)."""
+    return None if e.is_operator_override else days.slot_of(e)
+
+
+def _unit_for(e: Entry, found: tuple[ScheduleDay, int] | None, filler_types: frozenset[str]) -> _Unit:
     if found is None:
-        unit = _Unit(e.start_utc_ms, e.end_utc_ms, _own_title(e, filler_types), record=e.override_record_id)
-    else:
-        day, i = found
-        slot: ScheduleSlot = day.slots[i]
-        unit = _Unit(
-            e.start_utc_ms, e.end_utc_ms, slot.title or slot.program_id or _own_title(e, filler_types),
-            (day.id, i), slot.program_id, day.programming_day_date,
-        )  # fmt: skip
-    return unit
+        return _Unit(e.start_utc_ms, e.end_utc_ms, _own_title(e, filler_types), record=e.override_record_id)
+    day, i = found
+    slot: ScheduleSlot = day.slots[i]
+    return _Unit(
+        e.start_utc_ms, e.end_utc_ms, slot.title or slot.program_id or _own_title(e, filler_types),
+        (day.id, i), slot.program_id, day.programming_day_date,
+    )  # fmt: skip
 
 
 def _window_programmes(
@@ -196,7 +198,7 @@ def _window_programmes(
         if not pending:
             return
         first = pending[0]
-        unit = _unit_for(first, days, filler_types)
+        unit = _unit_for(first, _slot_key(first, days), filler_types)
         for e in pending:
             unit.take(e)
         out.append(unit.programme())
@@ -217,10 +219,11 @@ def _window_programmes(
                 flush_pending()
             pending.append(e)
             continue
-        candidate = _unit_for(e, days, filler_types)
-        if contiguous and unit is not None and candidate.key is not None and candidate.key == unit.key:
+        found = _slot_key(e, days)
+        if contiguous and unit is not None and found is not None and (found[0].id, found[1]) == unit.key:
             unit.take(e)
             continue
+        candidate = _unit_for(e, found, filler_types)
         if unit is not None:
             out.append(unit.programme())
         if pending and pending[-1].end_utc_ms == e.start_utc_ms:

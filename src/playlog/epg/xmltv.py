@@ -11,6 +11,7 @@ the characters XML 1.0 cannot carry replaced), so no input makes it invalid.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 from collections.abc import Iterable
 from xml.sax.saxutils import escape, quoteattr
@@ -35,6 +36,7 @@ def attribute(value: str) -> str:
     return quoteattr(_NOT_XML.sub("\ufffd", value))
 
 
+@functools.lru_cache(maxsize=65536)  # a programme's stop is the next one's start
 def xmltv_time(utc_ms: int) -> str:
     moment = datetime.datetime.fromtimestamp(utc_ms // 1000, datetime.UTC)
     return moment.strftime("%Y%m%d%H%M%S") + " +0000"
