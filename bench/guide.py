@@ -122,17 +122,28 @@ async def load(target: str, channels: int, days: int) -> float:
         async def one_channel(i: int) -> None:
             cid = f"bench-{i:03d}"
             async with limit:
-                await cs.DeclareChannel(ch.DeclareChannelRequest(
-                    channel_id=cid, locked_window_ms=60_000, display_name=f"Bench {i}", guide_number=str(i + 1),
-                    stream_url=f"http://127.0.0.1/stream/{cid}.ts"))  # fmt: skip
-                for d in range(days):
-                    day = await ds.StoreScheduleDay(
-                        sd.StoreScheduleDayRequest(schedule_day=schedule_day(cid, d))
+                await cs.DeclareChannel(
+                    ch.DeclareChannelRequest(
+                        channel_id=cid,
+                        locked_window_ms=60_000,
+                        display_name=f"Bench {i}",
+                        guide_number=str(i + 1),
+                        stream_url=f"http://127.0.0.1/stream/{cid}.ts",
                     )
+                )
+                for d in range(days):
+                    request = sd.StoreScheduleDayRequest(schedule_day=schedule_day(cid, d))
+                    day = await ds.StoreScheduleDay(request)
                     assert day.ok, day
-                    result = await ws.PublishAtomicReplace(ew.PublishAtomicReplaceRequest(
-                        channel_id=cid, range_start_utc_ms=day_start_ms(d), range_end_utc_ms=day_start_ms(d) + DAY_MS,
-                        entries=day_entries(cid, d)))  # fmt: skip
+                    start = day_start_ms(d)
+                    result = await ws.PublishAtomicReplace(
+                        ew.PublishAtomicReplaceRequest(
+                            channel_id=cid,
+                            range_start_utc_ms=start,
+                            range_end_utc_ms=start + DAY_MS,
+                            entries=day_entries(cid, d),
+                        )
+                    )
                     assert result.ok, result
 
         await asyncio.gather(*(one_channel(i) for i in range(channels)))
