@@ -78,8 +78,10 @@ SERVICE_NAMES = [
 
 # The HTTP edge's route modules (the operator console adds its own).
 HTTP_ROUTES: list[RouteModule] = [http_guide.register]
-# How often the published horizon is checked with nothing else happening.
+# How often the published horizon is checked with nothing else happening, and
+# at most (a burst of publishes is one check, not one per publish).
 HORIZON_CHECK_INTERVAL_S = 60.0
+HORIZON_CHECK_MIN_INTERVAL_S = 1.0
 
 
 # Room kept below max_message_bytes for a message's own fields (a snapshot
@@ -328,13 +330,14 @@ class PlaylogServer:
         the clock, and every HORIZON_CHECK_INTERVAL_S: a warning is logged
         when one falls under 24 h, with no viewer asking."""
         while not self._stopping:
+            self._horizon_due.clear()  # what happens from here on calls for the next check
             try:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.horizons.check)
             except RuntimeError:  # the executor is shutting down: so are we
                 return
             except Exception as exc:  # an unreachable store: checked again later
                 emit(log, logging.WARNING, "horizon_check_failed", error=str(exc))
-            self._horizon_due.clear()
+            await asyncio.sleep(HORIZON_CHECK_MIN_INTERVAL_S)
             try:
                 await asyncio.wait_for(self._horizon_due.wait(), HORIZON_CHECK_INTERVAL_S)
             except TimeoutError:

@@ -191,6 +191,8 @@ class HttpEdge:
         level = logging.DEBUG if response.status < 400 else logging.INFO
         if response.status >= 500:
             level = logging.WARNING
+        if not log.isEnabledFor(level):  # most answers: debug, and logging is at info
+            return response
         emit(
             log,
             level,
