@@ -119,5 +119,8 @@ def test_the_guide_of_the_served_process_through_curl_grpcurl_and_ctl(
     assert server.stop(signal.SIGTERM) == 0
     events = [e.get("event") for e in server.log_events()]
     assert "stopped" in events
+    # Published 2 h ahead: the server warned of it by itself, once, with no viewer asking.
+    short = [e for e in server.log_events() if e.get("event") == "guide_horizon_short"]
+    assert [e["channel_id"] for e in short] == ["news"]
     serving = next(e for e in server.log_events() if e.get("event") == "serving")
     assert serving["http_port"] == int(re.sub(r".*:", "", base)) and serving["guide"] == "public"
