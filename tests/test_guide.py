@@ -561,3 +561,31 @@ async def test_the_horizon_is_a_metric_and_a_short_one_is_warned_of_once(
     await guided.publish("news", [block("tomorrow", H2 + 150 * MINUTE, 24 * 60, "All day")])
     assert server.horizons.check() == set()
     assert [r for r in caplog.records if getattr(r, "event", "") == "guide_horizon_restored"]
+
+
+async def test_with_tls_the_guide_is_served_over_https_with_the_same_certificate(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    import ssl
+
+    from tests.test_auth import Principal, write_auth_file
+    from tests.test_tls import make_certs
+
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    path = write_auth_file(tmp_path / "auth.toml", [Principal("tuner", ["reader"], "tuner-token")])
+    r = await start_server(
+        tmp_path / "data", clock, auth_file=str(path), http_listen="127.0.0.1:0",
+        tls_cert=str(certs.server_cert), tls_key=str(certs.server_key),
+    )  # fmt: skip
+    trust = ssl.create_default_context(cafile=str(certs.ca))
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"https://localhost:{r.server.http_port}/guide/xmltv.xml?token=tuner-token"
+            async with http.get(url, ssl=trust) as resp:
+                assert resp.status == 200 and b"<tv " in await resp.read()
+            with pytest.raises(aiohttp.ClientError):  # plain HTTP is not served on a TLS listener
+                async with http.get(url.replace("https", "http")) as resp:
+                    await resp.read()
+    finally:
+        await r.server.stop(0)

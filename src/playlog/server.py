@@ -168,8 +168,9 @@ class PlaylogServer:
         for name in ("listen", "http_listen"):
             address = getattr(settings, name)
             if address and self.credentials is None and not is_loopback(address) and not settings.insecure:
+                which = "" if name == "listen" else f" ({name})"
                 raise ConfigError(
-                    f"refusing to listen on {address} ({name}) without authentication: configure "
+                    f"refusing to listen on {address}{which} without authentication: configure "
                     "auth_file (see `playlog token`), or pass --insecure if this network is trusted"
                 )
         self.store: Store = store if store is not None else open_store(settings)
