@@ -589,3 +589,35 @@ async def test_with_tls_the_guide_is_served_over_https_with_the_same_certificate
                     await resp.read()
     finally:
         await r.server.stop(0)
+
+
+async def test_replicas_serve_the_guide_of_every_publish_at_once_with_the_same_etag(tmp_path: Path) -> None:
+    """PostgreSQL replicas: what replica B publishes is in replica A's next
+    answer, before any doorbell (A reads the versions with each request), and
+    both give the same content the same ETag."""
+    from tests.postgres import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        a = Guided(
+            await start_server(tmp_path / "a", ManualClock(T0), database_url=url, http_listen="127.0.0.1:0")
+        )
+        b = Guided(
+            await start_server(tmp_path / "b", ManualClock(T0), database_url=url, http_listen="127.0.0.1:0")
+        )
+        try:
+            await aired_morning(b)
+            _, first, body = await a.get("/guide/xmltv.xml")
+            assert b"The Film" in body and first["X-Playlog-Generations"] == "news=1"
+            # B publishes; A answers it at once even if it never hears the
+            # doorbell (its cache is dropped only by what it reads with the request).
+            a.r.server.guide.on_remote_publish = lambda channel_id, generation_id: None  # type: ignore[method-assign]
+            await b.publish("news", [block("flash", H2 + 120 * MINUTE, 30, "Newsflash", kind="live")],
+                            operator_override=True, reason_code="BREAKING_NEWS")  # fmt: skip
+            _, after_a, body_a = await a.get("/guide/xmltv.xml")
+            _, after_b, body_b = await b.get("/guide/xmltv.xml")
+            assert b"Newsflash" in body_a and after_a["X-Playlog-Generations"] == "news=2"
+            assert body_a == body_b and after_a["ETag"] == after_b["ETag"] != first["ETag"]
+        finally:
+            for g in (a, b):
+                await g.http.close()
+                await g.r.server.stop(0)
