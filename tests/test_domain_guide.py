@@ -222,7 +222,7 @@ def clip(intervals: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, 
     return spans([(max(a, lo), min(b, hi)) for a, b in intervals if min(b, hi) > max(a, lo)])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(windows(), st.integers(-2, 20), st.integers(1, 24))
 def test_programmes_never_overlap_leave_no_gap_cover_exactly_and_trace_to_entries_or_slots(
     window: tuple[list[Entry], list[ScheduleDay]], start_step: int, length_steps: int
@@ -277,7 +277,7 @@ def test_programmes_never_overlap_leave_no_gap_cover_exactly_and_trace_to_entrie
     assert len(listed) == len(set(listed))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(windows(), st.integers(0, 16), st.integers(1, 8))
 def test_a_programme_is_the_same_whatever_range_is_asked(
     window: tuple[list[Entry], list[ScheduleDay]], later: int, length_steps: int
