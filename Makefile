@@ -10,6 +10,7 @@ INSTALL_STAMP := $(VENV)/.installed
 
 DATA_DIR ?= ./var
 LISTEN ?= 127.0.0.1:50051
+HTTP_LISTEN ?= 127.0.0.1:8080
 
 .PHONY: install gen lint test run bench soak clean
 
@@ -49,7 +50,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 run: install
-	$(BIN)/playlog serve --data-dir $(DATA_DIR) --listen $(LISTEN) $(ARGS)
+	$(BIN)/playlog serve --data-dir $(DATA_DIR) --listen $(LISTEN) --http-listen $(HTTP_LISTEN) $(ARGS)
 
 # Every workload of bench/ (see bench/README.md); BENCH_ARGS="--quick" for a short run.
 bench: install

@@ -29,6 +29,7 @@ from playlog.v1 import (
     engine_service_pb2_grpc,
     execution_window_service_pb2,
     execution_window_service_pb2_grpc,
+    guide_service_pb2_grpc,
     schedule_day_service_pb2,
     schedule_day_service_pb2_grpc,
 )
@@ -45,6 +46,7 @@ class Stubs:
     audit: audit_service_pb2_grpc.AuditServiceStub
     clock: clock_service_pb2_grpc.ClockServiceStub
     engine: engine_service_pb2_grpc.EngineServiceStub
+    guide: guide_service_pb2_grpc.GuideServiceStub
 
 
 def make_stubs(channel: grpc.aio.Channel) -> Stubs:
@@ -55,6 +57,7 @@ def make_stubs(channel: grpc.aio.Channel) -> Stubs:
         audit=audit_service_pb2_grpc.AuditServiceStub(channel),
         clock=clock_service_pb2_grpc.ClockServiceStub(channel),
         engine=engine_service_pb2_grpc.EngineServiceStub(channel),
+        guide=guide_service_pb2_grpc.GuideServiceStub(channel),
     )
 
 

@@ -25,6 +25,7 @@ from playlog.v1 import (
     clock_service_pb2,
     engine_service_pb2,
     execution_window_service_pb2,
+    guide_service_pb2,
     schedule_day_service_pb2,
 )
 from playlog.v1 import audit_service_pb2 as audit
@@ -32,6 +33,7 @@ from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import clock_service_pb2 as clk
 from playlog.v1 import engine_service_pb2 as eng
 from playlog.v1 import execution_window_service_pb2 as ew
+from playlog.v1 import guide_service_pb2 as gd
 from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, MINUTE, T0, date_of, day_of_entries, entry, schedule_day
@@ -473,6 +475,22 @@ RPCS = [
         ),
         False,
     ),
+    Rpc(
+        "GuideService",
+        "GetGuide",
+        "reader",
+        lambda s, md: s.guide.GetGuide(
+            gd.GetGuideRequest(channel_ids=[CH], start_utc_ms=T0, end_utc_ms=T0 + DAY), metadata=md
+        ),
+        False,
+    ),
+    Rpc(
+        "GuideService",
+        "GetNowNext",
+        "reader",
+        lambda s, md: s.guide.GetNowNext(gd.GetNowNextRequest(channel_ids=[CH]), metadata=md),
+        False,
+    ),
 ]
 
 SPEC_ROLE = {rpc.method: auth.Role.parse(rpc.role) for rpc in RPCS}
@@ -483,6 +501,7 @@ SERVICES = {
     "AuditService": audit_service_pb2,
     "ClockService": clock_service_pb2,
     "EngineService": engine_service_pb2,
+    "GuideService": guide_service_pb2,
 }
 
 
@@ -506,7 +525,7 @@ def test_the_role_table_is_the_spec() -> None:
 def spy_on_the_application(a: Authed) -> list[str]:
     """Records every call that reaches the application layer or the clock."""
     reached: list[str] = []
-    targets: list[Any] = [a.r.server.playlog, a.r.server.engines, a.r.clock]
+    targets: list[Any] = [a.r.server.playlog, a.r.server.engines, a.r.server.guide, a.r.clock]
 
     def spying(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def spy(*args: Any, **kw: Any) -> Any:

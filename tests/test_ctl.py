@@ -162,7 +162,17 @@ def test_json_output_is_the_protobuf_json_with_default_values(ctl: Ctl) -> None:
     assert isinstance(entries, list) and [e["block_id"] for e in entries] == ["news-0", "news-1"]
     assert entries[0]["is_operator_override"] is False and entries[0]["override_record_id"] == ""
     assert ctl.json("channels")["channels"] == [
-        {"channel_id": "news", "locked_window_ms": str(HOUR), "current_generation_id": "1"}
+        {
+            "channel_id": "news",
+            "locked_window_ms": str(HOUR),
+            "current_generation_id": "1",
+            # Guide metadata (issue 16): defaults shown; the guide_id derived.
+            "display_name": "",
+            "guide_number": "",
+            "icon_url": "",
+            "stream_url": "",
+            "guide_id": "news.playlog",
+        }
     ]
     assert ctl.json("clock", "get") == {"now_utc_ms": str(T0), "manual": True}
     assert ctl.json("verify") == {"violations": []}

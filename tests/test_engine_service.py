@@ -572,7 +572,7 @@ def test_a_version_4_database_is_migrated_to_the_latest_and_keeps_its_data(tmp_p
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    assert schema_version(conn) == len(MIGRATIONS) == 6
+    assert schema_version(conn) == len(MIGRATIONS) == 7
     conn.close()
 
 
@@ -596,7 +596,7 @@ def test_a_version_4_postgres_database_is_migrated_to_the_latest_and_keeps_its_d
         finally:
             store.close()
         with psycopg.connect(url, autocommit=True) as conn:
-            assert postgres.schema_version(conn) == len(postgres_schema.MIGRATIONS) == 6
+            assert postgres.schema_version(conn) == len(postgres_schema.MIGRATIONS) == 7
 
 
 def test_the_tolerance_is_a_checked_setting() -> None:

@@ -150,7 +150,7 @@ def test_a_version_1_database_is_migrated_on_open_and_keeps_its_data(tmp_path: P
     finally:
         store.close()
     conn = sqlite3.connect(tmp_path / DB_FILE)
-    assert schema_version(conn) == len(MIGRATIONS) == 6
+    assert schema_version(conn) == len(MIGRATIONS) == 7
     # Version 3 counts the kept publishes, and its floor is the oldest kept
     # publish's previous generation; the clock floor starts at 0.
     assert conn.execute("SELECT history_publishes, history_floor_generation FROM channels").fetchone() == (

@@ -100,6 +100,8 @@ REQUIRED_ROLE: dict[str, Role] = {
     f"{_V1}EngineService/ListAsRun": Role.READER,
     f"{_V1}EngineService/ListEngines": Role.READER,
     f"{_V1}EngineService/ReconcileAsRun": Role.READER,
+    f"{_V1}GuideService/GetGuide": Role.READER,
+    f"{_V1}GuideService/GetNowNext": Role.READER,
 }
 # Probes must work without credentials, and so must reflection: it reveals only
 # the public contract (the protos), and grpcurl needs it for a health check.

@@ -32,6 +32,9 @@ class Settings:
     tls_client_ca: str = ""
     insecure: bool = False
     metrics_listen: str = ""
+    http_listen: str = ""
+    guide_public: bool = False
+    guide_filler_types: str = "filler,padding,bumper"
     max_message_bytes: int = 4 * 1024 * 1024
     max_entries_per_publish: int = 10_000
     max_concurrent_streams: int = 2_000
@@ -61,6 +64,10 @@ HELP: dict[str, str] = {
     "tls_client_ca": "CA (PEM) for client certificates; enables mutual TLS",
     "insecure": "allow a non-loopback listen address without authentication",
     "metrics_listen": "host:port of the Prometheus metrics HTTP listener (empty: off)",
+    "http_listen": "host:port of the HTTP listener: the guide (XMLTV, M3U, now/next) (empty: off)",
+    "guide_public": "serve the guide without authentication even when auth_file is set",
+    "guide_filler_types": "comma-separated segment types a guide never lists (an entry of only these "
+    "joins the programme before it)",
     "max_message_bytes": "largest gRPC message accepted or sent",
     "max_entries_per_publish": "most entries one publish may carry",
     "max_concurrent_streams": "most concurrent WatchWindow streams",
@@ -179,10 +186,19 @@ def validate(s: Settings) -> None:
         )
     if s.history_retention_publishes < 0:
         raise ConfigError("history_retention_publishes must be >= 0")
-    for name in ("listen", "metrics_listen"):
+    if not filler_types(s):
+        raise ConfigError(
+            f"guide_filler_types must name at least one segment type, got {s.guide_filler_types!r}"
+        )
+    for name in ("listen", "metrics_listen", "http_listen"):
         value = getattr(s, name)
-        if name == "metrics_listen" and not value:
+        if name != "listen" and not value:
             continue  # off
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"{name} must be host:port, got {value!r}")
+
+
+def filler_types(s: Settings) -> frozenset[str]:
+    """The segment types a guide never lists, lower-cased."""
+    return frozenset(t.strip().lower() for t in s.guide_filler_types.split(",") if t.strip())

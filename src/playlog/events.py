@@ -11,7 +11,7 @@ import logging
 import sys
 from typing import Any
 
-from playlog.domain.model import ErrorCode
+from playlog.domain.model import ChannelMetadata, ErrorCode
 from playlog.domain.rejection import MALFORMED_TAG, MalformedRequest, Rejection
 
 violations_log = logging.getLogger("playlog.violations")
@@ -125,4 +125,25 @@ def _log_refused_input(
         fault_class="operator" if operator_override else "planning",
         detail=detail,
         **fields,
+    )
+
+
+def log_metadata_change(
+    channel_id: str, principal: str, before: ChannelMetadata, after: ChannelMetadata, created: bool = False
+) -> None:
+    """A channel's guide metadata changed: no override record (it changes no
+    air), but one event saying who changed what."""
+    changed = {
+        name: {"from": getattr(before, name), "to": getattr(after, name)}
+        for name in ("display_name", "guide_number", "icon_url", "stream_url", "guide_id")
+        if getattr(before, name) != getattr(after, name)
+    }
+    emit(
+        log.getChild("channels"),
+        logging.INFO,
+        "channel_metadata_changed",
+        channel_id=channel_id,
+        principal=principal,
+        created=created,
+        changed=changed,
     )

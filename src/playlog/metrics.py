@@ -19,6 +19,12 @@ path /metrics). Metric names:
 - playlog_as_run_events_total{status}: as-run events stored (retries not counted),
   playlog_nacks_total: NACKs stored, playlog_as_run_discrepancies_total{kind}:
   discrepancies ReconcileAsRun found;
+- playlog_http_requests_total{route, status} and playlog_http_request_seconds{route}:
+  every HTTP answer by route (its path pattern) and status;
+- playlog_guide_renders_total{format}: guide documents rendered (not served
+  from what was rendered before: every other request is);
+- playlog_guide_horizon_ms{channel_id}: how far ahead the channel's published
+  window reaches (the guide beyond it is only planned); read at scrape time;
 - playlog_engine_lag_generations{channel_id, engine_id}: generations an engine
   is behind its channel, and playlog_channel_runway_ms{channel_id}: how far the
   channel's published entries reach beyond now (0: none ahead); both read from
@@ -71,6 +77,13 @@ BUILD_INFO = Gauge(
 )
 AS_RUN_EVENTS = Counter("playlog_as_run_events_total", "As-run events stored, by status", ["status"])
 NACKS = Counter("playlog_nacks_total", "Acknowledgements that refused a generation (NACKs)")
+HTTP_REQUESTS = Counter(
+    "playlog_http_requests_total", "HTTP answers by route and status", ["route", "status"]
+)
+HTTP_REQUEST_SECONDS = Histogram("playlog_http_request_seconds", "HTTP request latency", ["route"])
+GUIDE_RENDERS = Counter(
+    "playlog_guide_renders_total", "Guide documents rendered (every other request is served them)", ["format"]
+)
 DISCREPANCIES = Counter(
     "playlog_as_run_discrepancies_total", "Discrepancies found by ReconcileAsRun, by kind", ["kind"]
 )
@@ -89,7 +102,7 @@ class _EngineCollector(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return list(self._families())
 
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "playlog_engine_lag_generations",
@@ -101,10 +114,16 @@ class _EngineCollector(Collector):
                 "How far the channel's published entries reach beyond now (ms; 0: none)",
                 labels=["channel_id"],
             ),
+            GaugeMetricFamily(
+                "playlog_guide_horizon_ms",
+                "How far ahead the channel's published window reaches, so its guide is more than planned "
+                "(ms; 0: none)",
+                labels=["channel_id"],
+            ),
         )
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        lag, runway = self._families()
+        lag, runway, horizon = self._families()
         source = self.source
         if source is not None:
             try:
@@ -114,10 +133,13 @@ class _EngineCollector(Collector):
             else:
                 for channel_id, ms in sorted(runways.items()):
                     runway.add_metric([channel_id], ms)
+                    # The same reach, as the guide sees it (SPEC section 14).
+                    horizon.add_metric([channel_id], ms)
                 for (channel_id, engine_id), behind in sorted(lags.items()):
                     lag.add_metric([channel_id, engine_id], behind)
         yield lag
         yield runway
+        yield horizon
 
 
 ENGINE_GAUGES = _EngineCollector()
@@ -146,6 +168,11 @@ def set_build_info() -> None:
 def observe_call(method: str, status: str, seconds: float) -> None:
     REQUESTS.labels(method, status).inc()
     REQUEST_SECONDS.labels(method).observe(seconds)
+
+
+def observe_http(route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(route, str(status)).inc()
+    HTTP_REQUEST_SECONDS.labels(route).observe(seconds)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from playlog import metrics, wire
 from playlog.api.engine_servicer import EngineServicer
+from playlog.api.guide_servicer import GuideServicer
 from playlog.api.interceptor import CallInterceptor
 from playlog.api.servicers import (
     AuditServicer,
@@ -33,11 +34,14 @@ from playlog.api.servicers import (
 )
 from playlog.api.watch import WatchHub
 from playlog.app.engines import EngineEvidence
+from playlog.app.guide import Guide, HorizonWatch
 from playlog.app.service import Playlog
 from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
-from playlog.config import ConfigError, Settings, validate
+from playlog.config import ConfigError, Settings, filler_types, validate
 from playlog.events import emit
+from playlog.http import guide as http_guide
+from playlog.http.edge import EdgeContext, HttpEdge, RouteModule
 from playlog.store.base import ALL_CHANNELS, Store, StoreError
 from playlog.store.sqlite import DataDirInUse, SqliteStore
 from playlog.v1 import (
@@ -51,6 +55,8 @@ from playlog.v1 import (
     engine_service_pb2_grpc,
     execution_window_service_pb2,
     execution_window_service_pb2_grpc,
+    guide_service_pb2,
+    guide_service_pb2_grpc,
     schedule_day_service_pb2,
     schedule_day_service_pb2_grpc,
 )
@@ -67,7 +73,15 @@ SERVICE_NAMES = [
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     clock_service_pb2.DESCRIPTOR.services_by_name["ClockService"].full_name,
     engine_service_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name,
+    guide_service_pb2.DESCRIPTOR.services_by_name["GuideService"].full_name,
 ]
+
+# The HTTP edge's route modules (the operator console adds its own).
+HTTP_ROUTES: list[RouteModule] = [http_guide.register]
+# How often the published horizon is checked with nothing else happening, and
+# at most (a burst of publishes is one check, not one per publish).
+HORIZON_CHECK_INTERVAL_S = 60.0
+HORIZON_CHECK_MIN_INTERVAL_S = 1.0
 
 
 # Room kept below max_message_bytes for a message's own fields (a snapshot
@@ -141,6 +155,7 @@ class PlaylogServer:
         *,
         clock: ManualClock | SystemClock | None = None,
         store: Store | None = None,
+        http_routes: list[RouteModule] | None = None,
     ) -> None:
         validate(settings)
         self.settings = settings
@@ -150,11 +165,14 @@ class PlaylogServer:
                 self.credentials = Credentials.load(settings.auth_file)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"auth_file {settings.auth_file}: {exc}") from None
-        if self.credentials is None and not is_loopback(settings.listen) and not settings.insecure:
-            raise ConfigError(
-                f"refusing to listen on {settings.listen} without authentication: configure "
-                "auth_file (see `playlog token`), or pass --insecure if this network is trusted"
-            )
+        for name in ("listen", "http_listen"):
+            address = getattr(settings, name)
+            if address and self.credentials is None and not is_loopback(address) and not settings.insecure:
+                which = "" if name == "listen" else f" ({name})"
+                raise ConfigError(
+                    f"refusing to listen on {address}{which} without authentication: configure "
+                    "auth_file (see `playlog token`), or pass --insecure if this network is trusted"
+                )
         self.store: Store = store if store is not None else open_store(settings)
         self.clock: ManualClock | SystemClock = (
             clock if clock is not None else initial_clock(settings, self.store)
@@ -169,6 +187,15 @@ class PlaylogServer:
             max_event_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
         self.engines = EngineEvidence(self.playlog, settings.as_run_tolerance_ms)
+        self.guide = Guide(self.playlog, filler_types(settings))
+        self.horizons = HorizonWatch(self.guide)
+        self._horizon_due = asyncio.Event()
+        self._horizon_task: asyncio.Task[None] | None = None
+        self.http = HttpEdge(
+            EdgeContext(settings, self.playlog, self.guide, self.executor, self.credentials),
+            HTTP_ROUTES if http_routes is None else http_routes,
+        )
+        self.http_port = 0
         self.watch = WatchHub(
             self.playlog,
             self.executor,
@@ -184,6 +211,10 @@ class PlaylogServer:
         self.playlog.add_channel_listener(
             lambda c: metrics.note_generation(c.channel_id, c.current_generation_id)
         )
+        self.playlog.add_publish_listener(self._horizon_changed)
+        add_clock_listener = getattr(self.clock, "add_listener", None)
+        if add_clock_listener is not None:
+            add_clock_listener(self._horizon_changed)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -236,6 +267,12 @@ class PlaylogServer:
         engine_service_pb2_grpc.add_EngineServiceServicer_to_server(
             EngineServicer(self.playlog, self.engines, self.executor), server
         )
+        guide_service_pb2_grpc.add_GuideServiceServicer_to_server(
+            GuideServicer(
+                self.playlog, self.guide, self.executor, s.max_message_bytes - MESSAGE_HEADROOM_BYTES
+            ),
+            server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -255,11 +292,57 @@ class PlaylogServer:
             self.port = _add_port(lambda: server.add_insecure_port(s.listen), s.listen)
         if s.metrics_listen:
             self._start_metrics(s.metrics_listen)
+        if s.http_listen:
+            self.http_port = await self._start_http(s)
         await server.start()
         self._server = server
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._horizon_task = asyncio.create_task(self._watch_horizons())
         return self.port
+
+    async def _start_http(self, s: Settings) -> int:
+        context = None
+        if s.tls_cert:
+            import ssl
+
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                context.load_cert_chain(s.tls_cert, s.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"tls_cert/tls_key for http_listen: {exc}") from None
+        try:
+            return await self.http.start(s.http_listen, context, s.shutdown_grace_seconds)
+        except OSError as exc:
+            raise ConfigError(
+                f"http_listen {s.http_listen}: cannot listen there ({exc.strerror or exc}); "
+                "choose another with --http-listen"
+            ) from None
+
+    # -- the published horizon (SPEC section 14) --------------------------------------------
+
+    def _horizon_changed(self, *_: object) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._horizon_due.set)
+
+    async def _watch_horizons(self) -> None:
+        """Checks each channel's published horizon after publishes, moves of
+        the clock, and every HORIZON_CHECK_INTERVAL_S: a warning is logged
+        when one falls under 24 h, with no viewer asking."""
+        while not self._stopping:
+            self._horizon_due.clear()  # what happens from here on calls for the next check
+            try:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.horizons.check)
+            except RuntimeError:  # the executor is shutting down: so are we
+                return
+            except Exception as exc:  # an unreachable store: checked again later
+                emit(log, logging.WARNING, "horizon_check_failed", error=str(exc))
+            await asyncio.sleep(HORIZON_CHECK_MIN_INTERVAL_S)
+            try:
+                await asyncio.wait_for(self._horizon_due.wait(), HORIZON_CHECK_INTERVAL_S)
+            except TimeoutError:
+                pass
 
     def _engine_gauges(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         g = self.engines.gauges()
@@ -272,6 +355,8 @@ class PlaylogServer:
         if channel_id != ALL_CHANNELS:
             metrics.note_generation(channel_id, generation_id)
         self.watch.on_remote_publish(channel_id, generation_id)
+        self.guide.on_remote_publish(channel_id, generation_id)
+        self._horizon_changed()
 
     def channel_changed(self, channel_id: str, locked_window_ms: int) -> None:
         self.watch.on_remote_channel(channel_id, locked_window_ms)
@@ -304,9 +389,15 @@ class PlaylogServer:
         self._stopping = True
         await self.health.enter_graceful_shutdown()
         self.watch.close()
+        if self._horizon_task is not None:
+            self._horizon_task.cancel()
         if metrics.ENGINE_GAUGES.source == self._engine_gauges:
             metrics.ENGINE_GAUGES.source = None  # its store is about to close
-        await self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        # Both edges stop taking new calls at once and let the ones in flight finish.
+        await asyncio.gather(
+            self._server.stop(self.settings.shutdown_grace_seconds if grace is None else grace),
+            self.http.stop(),
+        )
         await asyncio.get_running_loop().run_in_executor(None, self._stop_metrics)
         await asyncio.get_running_loop().run_in_executor(None, self._close_store)
         self._stopped.set()
@@ -415,6 +506,11 @@ def describe_startup(server: PlaylogServer) -> dict[str, Any]:
         else "none: every caller is the local principal (all roles)",
         "metrics_listen": s.metrics_listen or None,
         "metrics_port": server.metrics_port or None,
+        "http_listen": s.http_listen or None,
+        "http_port": server.http_port or None,
+        "guide": ("public" if s.guide_public or server.credentials is None else "reader role")
+        if s.http_listen
+        else None,
     }
 
 
@@ -432,13 +528,15 @@ def _client_certificates(server: PlaylogServer) -> dict[str, Any]:
     return info
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, http_routes: list[RouteModule] | None = None) -> None:
+    """`playlog serve`; `http_routes`: the HTTP edge's route modules (default
+    HTTP_ROUTES; the guide benchmark adds a static body beside them)."""
     # Signal handlers first: a SIGTERM during start-up still stops gracefully.
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    server = PlaylogServer(settings)
+    server = PlaylogServer(settings, http_routes=http_routes)
     port = await server.start()
     info = describe_startup(server)
     emit(log, logging.INFO, "serving", **info)

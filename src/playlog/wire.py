@@ -84,7 +84,11 @@ def encode_entry(entry: Entry) -> bytes:
     return entry_to_pb(entry).SerializeToString()
 
 
-def decode_entry(payload: bytes) -> Entry:
+def decode_entry(payload: bytes, copy_segments: bool = True) -> Entry:
+    """The entry of a stored payload. `copy_segments=False` keeps the decoded
+    message's segments as they are (read-only views, as entry_from_pb keeps a
+    received entry's): for reads of many entries that only look at them (the
+    guide), a segment dataclass each is most of the cost."""
     msg = pb.ExecutionEntry.FromString(payload)
     return Entry(
         channel_id=msg.channel_id,
@@ -95,7 +99,9 @@ def decode_entry(payload: bytes) -> Entry:
         segments=tuple(
             Segment(s.segment_id, s.segment_type, s.asset_uri, s.asset_offset_ms, s.duration_ms, s.title)
             for s in msg.segments
-        ),
+        )
+        if copy_segments
+        else tuple(msg.segments),
         programming_day_date=msg.programming_day_date,
         transmission_log_ref=msg.transmission_log_ref,
         is_operator_override=msg.is_operator_override,

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from google.protobuf.message import Message
+
+from playlog.app.guide import GuideRead, NowNext
+from playlog.domain.channels import guide_id_of
+from playlog.domain.guide import Programme, ProgrammeStatus, status_of
 from playlog.domain.model import (
     Channel,
     Entry,
@@ -14,15 +19,97 @@ from playlog.domain.model import (
     ScheduleSlot,
 )
 from playlog.domain.rejection import Rejection
+from playlog.v1 import guide_service_pb2 as guide_pb
 from playlog.v1 import types_pb2 as pb
 
 
 def channel_to_pb(channel: Channel) -> pb.Channel:
+    m = channel.metadata
     return pb.Channel(
         channel_id=channel.channel_id,
         locked_window_ms=channel.locked_window_ms,
         current_generation_id=channel.current_generation_id,
+        display_name=m.display_name,
+        guide_number=m.guide_number,
+        icon_url=m.icon_url,
+        stream_url=m.stream_url,
+        guide_id=guide_id_of(channel),
     )
+
+
+METADATA_FIELDS = ("display_name", "guide_number", "icon_url", "stream_url", "guide_id")
+
+
+def metadata_update(request: Message) -> dict[str, str] | None:
+    """The guide metadata fields a declaration sets (proto3 optional: an
+    unset field keeps its value), None when it sets none."""
+    update = {name: getattr(request, name) for name in METADATA_FIELDS if request.HasField(name)}
+    return update or None
+
+
+_STATUS = {
+    ProgrammeStatus.AIRED: guide_pb.PROGRAMME_STATUS_AIRED,
+    ProgrammeStatus.ON_AIR: guide_pb.PROGRAMME_STATUS_ON_AIR,
+    ProgrammeStatus.LOCKED: guide_pb.PROGRAMME_STATUS_LOCKED,
+    ProgrammeStatus.FLEXIBLE: guide_pb.PROGRAMME_STATUS_FLEXIBLE,
+    ProgrammeStatus.PLANNED: guide_pb.PROGRAMME_STATUS_PLANNED,
+}
+
+
+def programme_to_pb(p: Programme, now_utc_ms: int, locked_until_utc_ms: int) -> guide_pb.Programme:
+    return guide_pb.Programme(
+        start_utc_ms=p.start_utc_ms,
+        end_utc_ms=p.end_utc_ms,
+        title=p.title,
+        program_id=p.program_id,
+        status=_STATUS[status_of(p, now_utc_ms, locked_until_utc_ms)],
+        provenance=guide_pb.ProgrammeProvenance(
+            generation_id=p.generation_id,
+            block_ids=p.block_ids,
+            schedule_day_id=p.schedule_day_id,
+            programming_day_date=p.programming_day_date,
+            slot_index=max(p.slot_index, 0),
+            override_record_id=p.override_record_id,
+        ),
+    )
+
+
+def guide_to_pb(read: GuideRead) -> guide_pb.GetGuideResponse:
+    now = read.now_utc_ms
+    return guide_pb.GetGuideResponse(
+        now_utc_ms=now,
+        channels=[
+            guide_pb.ChannelGuide(
+                channel=channel_to_pb(g.channel),
+                generation_id=g.channel.current_generation_id,
+                covered_until_utc_ms=g.derivation.covered_until_utc_ms,
+                planned_until_utc_ms=g.derivation.planned_until_utc_ms,
+                locked_until_utc_ms=read.locked_until(g.channel),
+                programmes=[
+                    programme_to_pb(p, now, read.locked_until(g.channel)) for p in g.derivation.programmes
+                ],
+            )
+            for g in read.channels
+        ],
+    )
+
+
+def now_next_to_pb(now_utc_ms: int, answers: Iterable[NowNext]) -> guide_pb.GetNowNextResponse:
+    out = guide_pb.GetNowNextResponse(now_utc_ms=now_utc_ms)
+    for a in answers:
+        lock = now_utc_ms + a.channel.locked_window_ms
+        item = out.channels.add(
+            channel_id=a.channel.channel_id,
+            generation_id=a.channel.current_generation_id,
+            actual_start_utc_ms=a.actual_start_utc_ms,
+            actual_start_engine_id=a.actual_start_engine_id,
+            guide_id=guide_id_of(a.channel),
+        )
+        if a.on_air is not None:
+            item.on_air.CopyFrom(programme_to_pb(a.on_air, now_utc_ms, lock))
+        if a.next is not None:
+            item.next.CopyFrom(programme_to_pb(a.next, now_utc_ms, lock))
+    return out
 
 
 def entry_from_pb(msg: pb.ExecutionEntry) -> Entry:

@@ -121,6 +121,7 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
             request.reason_code,
             _principal(),
             request.actor,
+            convert.metadata_update(request),
         )
         if outcome.rejection is not None:
             # DeclareChannelResponse has no result fields: the refusal (only a

@@ -12,7 +12,7 @@ import contextvars
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, cast
 
@@ -21,6 +21,7 @@ from playlog.clock import Clock, ManualClock
 from playlog.domain import channels as channel_rules
 from playlog.domain import schedule_days as day_rules
 from playlog.domain import validation
+from playlog.domain.channels import guide_id_of
 from playlog.domain.model import (
     Channel,
     ErrorCode,
@@ -39,7 +40,7 @@ from playlog.domain.publish import (
 )
 from playlog.domain.rejection import Evidence, FieldViolation, MalformedRequest, Rejection
 from playlog.domain.windows import locked_until
-from playlog.events import log_malformed, log_rejection
+from playlog.events import log_malformed, log_metadata_change, log_rejection
 from playlog.store.base import (
     CLOCK_KEY,
     IntegrityFinding,
@@ -259,8 +260,18 @@ class Playlog:
         reason_code: str,
         principal: str,
         actor_note: str,
+        metadata: Mapping[str, str] | None = None,
     ) -> DeclareOutcome:
+        """`metadata`: the guide fields the declaration sets (the others keep
+        their value). A metadata change writes no override record (it changes
+        no air) but is logged once committed."""
+
         def decide(w: WriteView, now: int) -> channel_rules.DeclarePlan:
+            in_use = (
+                {guide_id_of(c): c.channel_id for c in w.list_channels() if c.channel_id != channel_id}
+                if metadata is not None or w.get_channel(channel_id) is None
+                else {}
+            )
             return channel_rules.decide_declare(
                 channel_id,
                 locked_window_ms,
@@ -270,13 +281,18 @@ class Playlog:
                 reason_code,
                 principal,
                 actor_note,
+                metadata,
+                in_use,
             )
 
         def apply(w: WriteView, plan: channel_rules.DeclarePlan, now: int) -> channel_rules.DeclarePlan:
             if plan.created:
                 w.insert_channel(plan.channel)
-            elif plan.changed:
+                return plan
+            if plan.override_record is not None:
                 w.update_channel_locked_window(channel_id, locked_window_ms)
+            if plan.metadata_change is not None:
+                w.update_channel_metadata(channel_id, plan.channel.metadata)
             return plan
 
         outcome = self._write(
@@ -286,11 +302,13 @@ class Playlog:
             principal,
             decide,
             apply,
-            lambda: channel_rules.validate_declare(channel_id, locked_window_ms),
+            lambda: channel_rules.validate_declare(channel_id, locked_window_ms, metadata),
         )
         if isinstance(outcome, Rejection):
             existing = self.get_channel(channel_id)
             return DeclareOutcome(existing or Channel(channel_id, locked_window_ms), False, "", outcome)
+        if outcome.metadata_change is not None:
+            log_metadata_change(channel_id, principal, *outcome.metadata_change, created=outcome.created)
         if outcome.changed:
             for listener in self._channel_listeners:
                 listener(outcome.channel)

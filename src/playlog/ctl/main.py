@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from playlog.ctl import render
+from playlog.ctl import guide, render
 from playlog.ctl.completion import bash_completion
 from playlog.ctl.connect import Target, UsageError, metadata, open_channel, resolve
 from playlog.ctl.timefmt import BadValue, human_duration, is_relative, iso_utc, parse_duration, parse_time
@@ -200,10 +200,15 @@ def _refusal(code: str, detail: str) -> None:
 def cmd_channels(ctl: Ctl) -> int:
     reply = ctl.call(ctl.channels.ListChannels, ch.ListChannelsRequest())
     rows = [
-        [c.channel_id, human_duration(c.locked_window_ms), str(c.current_generation_id)]
+        [
+            c.channel_id,
+            human_duration(c.locked_window_ms),
+            str(c.current_generation_id),
+            *guide.channel_columns(c),
+        ]
         for c in reply.channels
     ]
-    ctl.emit(reply, lambda: render.table(["CHANNEL", "LOCK", "GENERATION"], rows))
+    ctl.emit(reply, lambda: render.table(["CHANNEL", "LOCK", "GENERATION", *guide.CHANNEL_HEADERS], rows))
     return 0
 
 
@@ -212,7 +217,10 @@ def cmd_declare(ctl: Ctl) -> int:
     reply = ctl.call(
         ctl.channels.DeclareChannel,
         ch.DeclareChannelRequest(
-            channel_id=a.channel, locked_window_ms=parse_duration(a.lock), reason_code=a.reason or ""
+            channel_id=a.channel,
+            locked_window_ms=parse_duration(a.lock),
+            reason_code=a.reason or "",
+            **guide.metadata_of(a),
         ),
     )
 
@@ -259,6 +267,7 @@ def cmd_now(ctl: Ctl) -> int:
         ),
     )
     now, lock = snap.now_utc_ms, snap.locked_until_utc_ms
+    programmes = guide.now_next(ctl, a.channel)
     ahead = [e for e in snap.entries if e.end_utc_ms > now]
     on_air = next((e for e in ahead if e.start_utc_ms <= now), None)
     upcoming = [e for e in ahead if e.start_utc_ms > now]
@@ -285,6 +294,7 @@ def cmd_now(ctl: Ctl) -> int:
                     "next_to_lock_block_id": to_lock.block_id if to_lock else "",
                     "time_to_lock_ms": str(to_lock.start_utc_ms - lock) if to_lock else None,
                     "runway_ms": str(runway),
+                    "now_next": render.to_dict(programmes),
                 }
             )
         )
@@ -303,6 +313,7 @@ def cmd_now(ctl: Ctl) -> int:
     rows = [
         ["channel", snap.channel_id],
         ["now", render.when(now, ctl.local)],
+        *guide.now_next_rows(programmes, now, ctl.local),
         ["on air", describe(on_air)],
         ["left on air", human_duration(on_air.end_utc_ms - now) if on_air else "-"],
         ["next", describe(nxt)],
@@ -321,7 +332,7 @@ def cmd_now(ctl: Ctl) -> int:
             ),
         ],
     ]
-    ctl.out("\n".join(f"{k + ':':14}{v}" for k, v in rows))
+    ctl.out("\n".join(f"{k + ':':16}{v}" for k, v in rows))
     return 0
 
 
@@ -810,13 +821,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.add_argument("--lock", required=True, help="locked window depth, e.g. 1h")
     p.add_argument("--reason", help="reason code (needed to change a declared channel's lock)")
+    guide.add_metadata_flags(p)
 
     p = add("window", cmd_window, "the entries of a time range, each with its status")
     p.add_argument("channel")
     p.add_argument("--from", dest="start", default="now", help="start (default now)")
     p.add_argument("--to", dest="end", default="+6h", help="end (default +6h)")
 
-    p = add("now", cmd_now, "on air, next, time to lock, runway")
+    guide.register(add)
+
+    p = add(
+        "now",
+        cmd_now,
+        "on air and next (the programmes of GetNowNext, then the entries), time to lock, runway",
+    )
     p.add_argument("channel")
     p.add_argument("--horizon", default="7d", help="how far ahead to look for the runway (default 7d)")
 

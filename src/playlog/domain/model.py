@@ -41,10 +41,27 @@ class WindowStatus(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ChannelMetadata:
+    """What a guide shows of a channel (SPEC section 14); changes no air.
+    Empty strings are unset: the guide then uses what domain.guide derives
+    (the channel id as its name, a guide_id derived from it)."""
+
+    display_name: str = ""
+    guide_number: str = ""
+    icon_url: str = ""
+    stream_url: str = ""
+    guide_id: str = ""
+
+
+NO_METADATA = ChannelMetadata()
+
+
+@dataclass(frozen=True)
 class Channel:
     channel_id: str
     locked_window_ms: int
     current_generation_id: int = 0
+    metadata: ChannelMetadata = NO_METADATA
 
 
 class SegmentLike(Protocol):

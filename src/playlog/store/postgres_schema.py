@@ -233,6 +233,18 @@ V6 = """
 ALTER TABLE channels ADD COLUMN acted_utc_ms BIGINT NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6]
+# Version 7 (issue 16): what a guide shows of a channel (SPEC section 14).
+# Existing channels get none: the guide then shows the channel id as the
+# name and a guide_id derived from it. Not part of any entry, so a change
+# needs no new generation.
+V7 = """
+ALTER TABLE channels ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE channels ADD COLUMN guide_number TEXT NOT NULL DEFAULT '';
+ALTER TABLE channels ADD COLUMN icon_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE channels ADD COLUMN stream_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE channels ADD COLUMN guide_id TEXT NOT NULL DEFAULT '';
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3, V4, V5, V6, V7]
 # The version whose migration also encodes older entries' payloads.
 PAYLOAD_VERSION = 4

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from playlog import wire
 from playlog.domain.model import (
     Channel,
+    ChannelMetadata,
     Entry,
     OverrideLayer,
     OverrideRecord,
@@ -35,6 +36,7 @@ from playlog.store.base import (
     StoreError,
 )
 from playlog.store.engines_sql import EngineEvidenceSql
+from playlog.store.guide_sql import GuideSql
 
 # What checks and indexes need; the whole entry is its wire form, `payload`.
 _SPAN_COLUMNS = (
@@ -42,6 +44,10 @@ _SPAN_COLUMNS = (
     "is_operator_override, generation_id, override_record_id"
 )
 _STORED_COLUMNS = "start_utc_ms, end_utc_ms, generation_id, payload"
+_CHANNEL_COLUMNS = (
+    "channel_id, locked_window_ms, current_generation_id, "
+    "display_name, guide_number, icon_url, stream_url, guide_id"
+)
 _INSERT_ENTRY = (
     "INSERT INTO entries (channel_id, block_id, block_index, start_utc_ms, end_utc_ms, segments_json, "
     "programming_day_date, transmission_log_ref, is_operator_override, generation_id, override_record_id, "
@@ -75,6 +81,10 @@ def _span(row: Sequence[Any]) -> Entry:
         generation_id=row[7],
         override_record_id=row[8] or "",
     )
+
+
+def _channel(row: Sequence[Any]) -> Channel:
+    return Channel(row[0], row[1], row[2], ChannelMetadata(*row[3:8]))
 
 
 def _stored(row: Sequence[Any]) -> StoredEntry:
@@ -150,7 +160,7 @@ def _record(row: Sequence[Any]) -> OverrideRecord:
     )
 
 
-class SqlView(EngineEvidenceSql):
+class SqlView(EngineEvidenceSql, GuideSql):
     """Read (and, for the writer, write) access inside one transaction.
 
     The SQL is shared by both dialects: written for SQLite (`?` and `:name`
@@ -164,6 +174,9 @@ class SqlView(EngineEvidenceSql):
     # json_each, prefers the index of every version of a block, which grows
     # with the history, over the partial index of current entries.)
     _current_by_block_id = "entries"
+    # How store.guide_sql reads schedule_days rows.
+    _day_columns = _DAY_COLUMNS
+    _day_from_row = staticmethod(_day)
 
     def __init__(self, conn: Any, faults: FaultInjector) -> None:
         self._conn = conn
@@ -199,16 +212,13 @@ class SqlView(EngineEvidenceSql):
 
     def get_channel(self, channel_id: str) -> Channel | None:
         row = self._q(
-            "SELECT channel_id, locked_window_ms, current_generation_id FROM channels WHERE channel_id = ?",
-            (channel_id,),
+            f"SELECT {_CHANNEL_COLUMNS} FROM channels WHERE channel_id = ?", (channel_id,)
         ).fetchone()
-        return Channel(*row) if row else None
+        return _channel(row) if row else None
 
     def list_channels(self) -> list[Channel]:
-        rows = self._q(
-            "SELECT channel_id, locked_window_ms, current_generation_id FROM channels ORDER BY channel_id"
-        ).fetchall()
-        return [Channel(*r) for r in rows]
+        rows = self._q(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY channel_id").fetchall()
+        return [_channel(r) for r in rows]
 
     def _overlapping(self, columns: str, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Any]:
         # Entries never overlap, so the first one overlapping the range is the
@@ -457,10 +467,12 @@ class SqlView(EngineEvidenceSql):
 
     def insert_channel(self, channel: Channel) -> None:
         self._faults.check(FaultStep.CHANNEL)
+        m = channel.metadata
         self._q(
-            "INSERT INTO channels (channel_id, locked_window_ms, current_generation_id) VALUES (?, ?, ?)",
-            (channel.channel_id, channel.locked_window_ms, channel.current_generation_id),
-        )
+            f"INSERT INTO channels ({_CHANNEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (channel.channel_id, channel.locked_window_ms, channel.current_generation_id,
+             m.display_name, m.guide_number, m.icon_url, m.stream_url, m.guide_id),
+        )  # fmt: skip
 
     def update_channel_locked_window(self, channel_id: str, locked_window_ms: int) -> None:
         self._faults.check(FaultStep.CHANNEL)

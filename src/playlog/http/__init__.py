@@ -1,0 +1,1 @@
+"""playlog's HTTP edge (see playlog.http.edge)."""
