@@ -45,8 +45,10 @@ def instant_label(ms: int, p: Profile) -> Label:
     profile's zone and rate (the frame that contains it)."""
     wall = wall_of(ms, p.zone)
     offset = (wall - dt.datetime.combine(wall.date(), dt.time())) // dt.timedelta(milliseconds=1)
-    day = wall.date() if offset >= p.day_start_ms else wall.date() - dt.timedelta(days=1)
-    return Label(day.isoformat(), frames_to_label(ms_to_frames(offset, p.rate), p.rate, p.df_separator))
+    label = frames_to_label(ms_to_frames(offset, p.rate), p.rate, p.df_separator)
+    # The broadcast day by the label, as the import reads it (schedule.event_entry).
+    day = wall.date() if label[:5] >= p.day_start else wall.date() - dt.timedelta(days=1)
+    return Label(day.isoformat(), label)
 
 
 def duration_label(ms: int, p: Profile) -> str:

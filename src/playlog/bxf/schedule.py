@@ -157,8 +157,10 @@ def event_entry(event: BxfEvent, p: Profile, channel_id: str, message_id: str) -
         raise BxfError("has a zero duration", "SmpteDuration", event.line, event.event_id)
     offset = frames_to_ms(start_frames, p.rate)
     date = dt.date.fromisoformat(event.broadcast_date)
-    # A label before the broadcast day's start is after midnight of the next calendar day.
-    calendar = date + dt.timedelta(days=1) if offset < p.day_start_ms else date
+    # A label before the broadcast day's start is after midnight of the next
+    # calendar day. Compared as labels, not milliseconds: 06:00:00;00 at 29.97
+    # drop-frame is 21.6 ms before 06:00 of the clock, and is the day's start.
+    calendar = date + dt.timedelta(days=1) if event.start_label.strip()[:5] < p.day_start else date
     midnight = dt.datetime.combine(calendar, dt.time())
     start = _utc_ms(midnight + dt.timedelta(milliseconds=offset), p.zone, event)
     length = frames_to_ms(start_frames + duration_frames, p.rate) - offset
