@@ -156,5 +156,5 @@ def test_the_drop_frame_separator_is_the_profiles() -> None:
     r = frame_rate("29.97df")
     assert label_to_frames("01:00:00.00", r, ".") == 107_892
     assert frames_to_label(107_892, r, ".") == "01:00:00.00"
-    with pytest.raises(TimecodeError, match="the profile says '.'"):
+    with pytest.raises(TimecodeError, match=r"the profile says '\.'"):
         label_to_frames("01:00:00;00", r, ".")
