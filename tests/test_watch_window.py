@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import grpc
@@ -317,7 +318,7 @@ async def test_a_large_fan_out_wakes_its_subscribers_after_the_answer_a_batch_pe
             await asyncio.sleep(0)  # one loop turn
         assert woken[0] == 0
         assert woken[ANSWER_FIRST_TURNS - 1] == 0
-        steps = [b - a for a, b in zip(woken, woken[1:], strict=False) if b != a]
+        steps = [b - a for a, b in itertools.pairwise(woken) if b != a]
         assert steps and max(steps) <= WAKE_BATCH
         assert woken[-1] == len(subs)
     finally:
