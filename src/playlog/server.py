@@ -253,7 +253,10 @@ class PlaylogServer:
             ChannelServicer(self.playlog, self.executor), server
         )
         execution_window_service_pb2_grpc.add_ExecutionWindowServiceServicer_to_server(
-            ExecutionWindowServicer(self.playlog, self.executor, self.watch.watch), server
+            ExecutionWindowServicer(
+                self.playlog, self.executor, self.watch.watch, s.max_message_bytes - MESSAGE_HEADROOM_BYTES
+            ),
+            server,
         )
         schedule_day_service_pb2_grpc.add_ScheduleDayServiceServicer_to_server(
             ScheduleDayServicer(self.playlog, self.executor), server
