@@ -60,12 +60,7 @@ def _refused(exc: BxfError) -> NoReturn:
 def _day_diff(ctl: Ctl, channel_id: str, day: DayPublish) -> list[list[str]]:
     """The day's publish as the window diff `publish --dry-run` shows: the
     entries it replaces (-) and those it adds (+)."""
-    snap = ctl.call(
-        ctl.windows.ReadWindowSnapshot,
-        ew.ReadWindowSnapshotRequest(
-            channel_id=channel_id, start_utc_ms=day.range_start_utc_ms, end_utc_ms=day.range_end_utc_ms
-        ),
-    )
+    snap = ctl.read_window(channel_id, day.range_start_utc_ms, day.range_end_utc_ms)
     replaced = [
         pb.SupersededEntry(
             block_id=e.block_id,
@@ -196,10 +191,7 @@ def _show_diff(ctl: Ctl, channel_id: str, imp: Import, p: Profile) -> None:
 def cmd_export_as_run(ctl: Ctl) -> int:
     a = ctl.args
     start, end = ctl.time_range()
-    snap = ctl.call(
-        ctl.windows.ReadWindowSnapshot,
-        ew.ReadWindowSnapshotRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
-    )
+    snap = ctl.read_window(a.channel, start, end)
     rate = a.frame_rate or next(
         (f"{e.source_timecode.frame_rate}{'df' if e.source_timecode.drop_frame else ''}"
          for e in snap.entries if e.HasField("source_timecode")),
