@@ -280,6 +280,8 @@ async def test_import_shows_the_diff_first_and_publishes_one_day_with_its_schedu
     again = await desk.ok("bxf", "import", str(SAMPLE), "--channel", "news", *PROFILE)
     removed = [line.split() for line in again.splitlines() if line.startswith("-")]
     assert [r[:3] for r in removed][:1] == [["-", "EV-0600-NEWS", "1"]] and len(removed) == 4
+    added = [line.split() for line in again.splitlines() if line.startswith("+")]
+    assert [r[2] for r in added] == ["2"] * 4  # the generation the day's publish gets
     assert "generation 2" in again and "stored ScheduleDay" not in again
 
 

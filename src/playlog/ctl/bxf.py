@@ -57,9 +57,9 @@ def _refused(exc: BxfError) -> NoReturn:
     raise AssertionError("unreachable")  # _refusal raises Refused
 
 
-def _day_diff(ctl: Ctl, channel_id: str, day: DayPublish) -> list[list[str]]:
+def _day_diff(ctl: Ctl, channel_id: str, day: DayPublish, generation: int) -> list[list[str]]:
     """The day's publish as the window diff `publish --dry-run` shows: the
-    entries it replaces (-) and those it adds (+)."""
+    entries it replaces (-) and those it adds (+) at the generation it would get."""
     snap = ctl.read_window(channel_id, day.range_start_utc_ms, day.range_end_utc_ms)
     replaced = [
         pb.SupersededEntry(
@@ -70,8 +70,11 @@ def _day_diff(ctl: Ctl, channel_id: str, day: DayPublish) -> list[list[str]]:
         )
         for e in snap.entries
     ]
+    written = [pb.ExecutionEntry(generation_id=generation) for _ in day.entries]
+    for w, e in zip(written, day.entries, strict=True):
+        w.MergeFrom(e)
     rows: list[list[str]] = _main()._window_diff(
-        pb.PublishResult(would_supersede=replaced, would_write=day.entries)
+        pb.PublishResult(would_supersede=replaced, would_write=written)
     )
     return rows
 
@@ -116,7 +119,7 @@ def cmd_import(ctl: Ctl) -> int:
         _refused(exc)
     channel = ctl.call(ctl.channels.GetChannel, ch.GetChannelRequest(channel_id=a.channel)).channel
     now = ctl.server_now()
-    _show_diff(ctl, a.channel, imp, p)
+    _show_diff(ctl, a.channel, imp, p, channel.current_generation_id)
     try:
         check_window(imp, now, now + channel.locked_window_ms, a.override)
     except BxfError as exc:
@@ -172,18 +175,23 @@ def imp_plan(path: str, data: bytes) -> str:
     return f"{Path(path).name}:{hashlib.sha256(data).hexdigest()[:12]}"
 
 
-def _show_diff(ctl: Ctl, channel_id: str, imp: Import, p: Profile) -> None:
+def _show_diff(ctl: Ctl, channel_id: str, imp: Import, p: Profile, generation: int) -> None:
+    """The import's window diff, day by day; each day's publish is the next generation."""
     secondary = f"; {imp.secondary} secondary event(s) counted, not imported" if imp.secondary else ""
     ctl.out(
         f"BXF schedule for {channel_id}: {len(imp.entries)} primary event(s) in {len(imp.days)} broadcast "
         f"day(s) at {p.rate}, zone {p.zone_name}, day start {p.day_start}{secondary}"
     )
-    for day in imp.days:
+    for i, day in enumerate(imp.days, start=1):
         ctl.out(
             f"broadcast day {day.broadcast_date}: [{iso_utc(day.range_start_utc_ms)}, "
             f"{iso_utc(day.range_end_utc_ms)}) {len(day.entries)} events, {day.secondary} secondary"
         )
-        ctl.out(render.table(["", "BLOCK", "GEN", "START", "END", "TITLE"], _day_diff(ctl, channel_id, day)))
+        ctl.out(
+            render.table(
+                ["", "BLOCK", "GEN", "START", "END", "TITLE"], _day_diff(ctl, channel_id, day, generation + i)
+            )
+        )
     if imp.secondary_ids:
         ctl.out("secondary events (not imported): " + " ".join(imp.secondary_ids))
 
