@@ -6,13 +6,17 @@ exit status 1 or 2 and nothing changed."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from playlog.bxf.parse import BxfError, parse_schedule, parse_xml
 from playlog.bxf.schedule import build_import, profile
+from playlog.bxf.timecode import ALL_RATES, FrameRate, frames_to_label, frames_to_ms
 from playlog.ctl.timefmt import iso_utc
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import schedule_day_service_pb2 as sd
@@ -161,13 +165,48 @@ def test_bad_input_is_refused_naming_the_event_element_and_line(xml: bytes, need
     assert needle in str(caught.value)
 
 
-def test_a_local_time_that_a_daylight_saving_change_makes_ambiguous_is_refused() -> None:
+@pytest.mark.parametrize(
+    "date",
+    [
+        "2026-10-31",  # the label is 2026-11-01 01:30 in New York, which happens twice
+        "2027-03-13",  # 2027-03-14 02:30, which never happens (the clock skips 02:00-03:00)
+    ],
+)
+def test_a_local_time_that_a_daylight_saving_change_repeats_or_skips_is_refused(date: str) -> None:
     p = profile("25", "America/New_York", "06:00")
-    xml = message(
-        event("A", "01:30:00:00", "00:10:00:00", date="2026-10-31")
-    )  # 2026-11-01 01:30 happens twice
+    label = "01:30:00:00" if date.startswith("2026") else "02:30:00:00"
+    xml = message(event("A", label, "00:10:00:00", date=date))
     with pytest.raises(BxfError, match=r"event A: SmpteDateTime .*ambiguous or does not exist"):
         build_import(parse_schedule(xml), p, "news")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(ALL_RATES), st.lists(st.integers(1, 3 * 60 * 60), min_size=1, max_size=8))
+def test_at_every_rate_events_tile_exactly_and_each_instant_is_its_frame_counts_floor(
+    rate: FrameRate, durations_s: list[int]
+) -> None:
+    """Events laid end to end by frame count (the way traffic computes them)
+    become entries that share their boundary milliseconds, each exactly
+    floor(frames * 1000 * den / num) after midnight (UTC here)."""
+    name = rate.name + ("df" if rate.drop_frame else "")
+    start = 6 * 3600 * rate.nominal  # near 06:00, a frame count the rate has
+    sep = ";" if rate.drop_frame else ":"
+    events, frames = [], [start]
+    for i, seconds in enumerate(durations_s):
+        length = seconds * rate.nominal - i  # not whole seconds, not whole minutes
+        events.append(
+            event(f"E{i}", frames_to_label(frames[-1], rate), frames_to_label(length, rate), house=f"H{i}")
+        )
+        frames.append(frames[-1] + length)
+    if frames[-1] >= rate.frames_per_day:
+        return
+    imp = build_import(parse_schedule(message(*events)), profile(name, "UTC", "00:00", sep), "ch")
+    entries = imp.entries
+    midnight = 1_795_305_600_000
+    assert [e.start_utc_ms - midnight for e in entries] == [frames_to_ms(f, rate) for f in frames[:-1]]
+    assert entries[-1].end_utc_ms - midnight == frames_to_ms(frames[-1], rate)
+    assert all(a.end_utc_ms == b.start_utc_ms for a, b in itertools.pairwise(entries))
+    assert [e.source_timecode.frames for e in entries] == frames[:-1]
 
 
 # -- untrusted XML -----------------------------------------------------------------------------
