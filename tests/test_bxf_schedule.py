@@ -380,3 +380,28 @@ async def test_bad_files_and_flags_are_refused_with_exit_1_or_2_and_nothing_chan
     res = await desk.ctl("bxf", "import", str(SAMPLE), "--channel", "nope", *PROFILE)
     assert res.code == 1 and "NOT_FOUND" in res.err
     assert await window(desk) == []
+
+
+async def test_a_profile_of_the_ctl_config_declares_what_the_file_does_not_and_flags_beat_it(
+    desk: Desk, tmp_path: Path
+) -> None:
+    await desk.declare()
+    config = tmp_path / "xdg" / "playlog" / "ctl.toml"  # the desk's XDG_CONFIG_HOME
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        '[bxf.profiles.wnyc]\nframe_rate = "29.97df"\nzone = "America/New_York"\nday_start = "06:00"\n'
+        '[bxf.profiles.odd]\nframe_rate = "29.97df"\nzone = "UTC"\nspeed = "fast"\n'
+    )
+    res = await desk.ctl("bxf", "import", str(SAMPLE), "--channel", "news", "--dry-run")
+    assert res.code == 2 and "--frame-rate: the import declares it" in res.err
+    res = await desk.ctl("bxf", "import", str(SAMPLE), "--channel", "news", "--profile", "odd", "--dry-run")
+    assert res.code == 2 and "unknown keys ['speed']" in res.err
+    res = await desk.ctl("bxf", "import", str(SAMPLE), "--channel", "news", "--profile", "nope", "--dry-run")
+    assert res.code == 2 and "no BXF profile 'nope'" in res.err
+    out = await desk.ok("bxf", "import", str(SAMPLE), "--channel", "news", "--profile", "wnyc", "--dry-run")
+    assert "[2026-11-22T10:59:59.978Z, 2026-11-22T12:29:59.973Z)" in out
+    out = await desk.ok(
+        "bxf", "import", str(SAMPLE), "--channel", "news", "--profile", "wnyc", "--zone", "UTC", "--dry-run"
+    )
+    assert "[2026-11-22T05:59:59.978Z, 2026-11-22T07:29:59.973Z)" in out  # the flag's zone
+    assert await window(desk) == []

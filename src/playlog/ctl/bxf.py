@@ -26,7 +26,7 @@ from playlog.bxf.as_run import SchemaSet, build_as_run
 from playlog.bxf.parse import BxfError, parse_schedule
 from playlog.bxf.schedule import DayPublish, Import, Profile, build_import, check_window, profile
 from playlog.ctl import render
-from playlog.ctl.connect import UsageError
+from playlog.ctl.connect import UsageError, bxf_profile
 from playlog.ctl.timefmt import iso_utc
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import engine_service_pb2 as eng
@@ -40,9 +40,27 @@ if TYPE_CHECKING:
 DEFAULT_REASON = "BXF_IMPORT"
 
 
-def _profile(a: argparse.Namespace, rate: str) -> Profile:
+# Where neither a flag nor the profile says.
+PROFILE_DEFAULTS = {"zone": "UTC", "day_start": "00:00", "df_separator": ";"}
+
+
+def _profile(a: argparse.Namespace, rate: str = "") -> Profile:
+    """The profile of the flags, else of `--profile NAME` in the ctl config,
+    else the defaults; the frame rate has no default (`rate`: export's
+    fallback, the rate the entries were imported at)."""
+    named = bxf_profile(a.profile) if a.profile else {}
+    values = {
+        key: getattr(a, key) or named.get(key) or PROFILE_DEFAULTS.get(key, "")
+        for key in ("frame_rate", "zone", "day_start", "df_separator")
+    }
+    values["frame_rate"] = values["frame_rate"] or rate
+    if not values["frame_rate"]:
+        raise UsageError(
+            "--frame-rate: the import declares it (or a --profile with frame_rate): "
+            "a BXF file's timecodes do not say their rate reliably"
+        )
     try:
-        return profile(rate, a.zone, a.day_start, a.df_separator)
+        return profile(values["frame_rate"], values["zone"], values["day_start"], values["df_separator"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -112,7 +130,7 @@ def cmd_import(ctl: Ctl) -> int:
         data = Path(a.file).read_bytes()
     except OSError as exc:
         raise UsageError(f"{a.file}: {exc.strerror}") from None
-    p = _profile(a, a.frame_rate)
+    p = _profile(a)
     try:
         imp = build_import(parse_schedule(data), p, a.channel)
     except BxfError as exc:
@@ -200,14 +218,16 @@ def cmd_export_as_run(ctl: Ctl) -> int:
     a = ctl.args
     start, end = ctl.time_range()
     snap = ctl.read_window(a.channel, start, end)
-    rate = a.frame_rate or next(
-        (f"{e.source_timecode.frame_rate}{'df' if e.source_timecode.drop_frame else ''}"
-         for e in snap.entries if e.HasField("source_timecode")),
+    # Without --frame-rate (or a profile's), the rate the range's entries were imported at.
+    imported = next(
+        (
+            f"{t.frame_rate}{'df' if t.drop_frame else ''}"
+            for t in (e.source_timecode for e in snap.entries)
+            if t.frame_rate
+        ),
         "",
-    )  # fmt: skip
-    if not rate:
-        raise UsageError("--frame-rate: no entry in the range came from BXF to take the channel's rate from")
-    p = _profile(a, rate)
+    )
+    p = _profile(a, imported)
     schemas = None
     if a.xsd:
         try:
@@ -244,19 +264,21 @@ def cmd_export_as_run(ctl: Ctl) -> int:
     return 0
 
 
-def _profile_flags(p: argparse.ArgumentParser, rate_required: bool) -> None:
-    g = p.add_argument_group("profile (what the BXF file does not say)")
+def _profile_flags(p: argparse.ArgumentParser, export: bool) -> None:
+    g = p.add_argument_group("profile (what the BXF file does not say; flags beat --profile)")
+    g.add_argument("--profile", help="a [bxf.profiles.NAME] table of the ctl config file")
     g.add_argument(
         "--frame-rate",
-        required=rate_required,
         help="23.976, 24, 25, 29.97, 29.97df, 30, 50, 59.94, 59.94df or 60"
-        + ("" if rate_required else " (default: the rate the entries were imported at)"),
+        + (
+            " (default: the rate the entries were imported at)"
+            if export
+            else " (required, or in the profile)"
+        ),
     )
-    g.add_argument("--zone", default="UTC", help="the zone the file's times are in (default UTC)")
-    g.add_argument("--day-start", default="00:00", help="broadcast day start, HH:MM local (default 00:00)")
-    g.add_argument(
-        "--df-separator", default=";", help="the separator before a drop-frame label's frames (default ;)"
-    )
+    g.add_argument("--zone", help="the zone of the file's local times (default UTC)")
+    g.add_argument("--day-start", help="broadcast day start, HH:MM local (default 00:00)")
+    g.add_argument("--df-separator", help="the separator before a drop-frame label's frames (default ;)")
 
 
 def register(
@@ -274,7 +296,7 @@ def register(
     imp.set_defaults(func=cmd_import)
     imp.add_argument("file", help="the BXF schedule message")
     imp.add_argument("--channel", required=True)
-    _profile_flags(imp, rate_required=True)
+    _profile_flags(imp, export=False)
     imp.add_argument("--dry-run", action="store_true", help="show the window diff and the verdict only")
     imp.add_argument("--override", action="store_true", help="operator override (needs --reason)")
     imp.add_argument("--reason", help=f"reason code (default {DEFAULT_REASON})")
@@ -285,4 +307,4 @@ def register(
     exp.add_argument("--to", dest="end", default="now", help="end (default now)")
     exp.add_argument("-o", "--out", help="write the message here (default: stdout)")
     exp.add_argument("--xsd", help="directory of the operator's copy of SMPTE's BXF schemas: validate first")
-    _profile_flags(exp, rate_required=False)
+    _profile_flags(exp, export=True)
