@@ -12,7 +12,9 @@ from pathlib import Path
 
 from lxml import etree
 
+from playlog.bxf.as_run import Label, instant_label
 from playlog.bxf.parse import child, local, parse_xml, path, text
+from playlog.bxf.schedule import profile
 from playlog.v1 import engine_service_pb2 as eng
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
@@ -199,3 +201,14 @@ async def test_due_events_without_as_run_are_exported_as_not_aired_and_the_built
         "EV-0630-WX": "Did Not Air",
     }
     assert "no as-run reported by any engine" in res.out
+
+
+def test_an_instant_is_labelled_by_the_frame_that_contains_it_and_its_broadcast_day() -> None:
+    p = profile("29.97df", "America/New_York", "06:00")
+    midnight = SIX - 6 * 3_600_000  # 2026-11-22 00:00 in New York
+    # 06:00:00;00 is 21599978.4 ms after midnight: at 21599978 ms it is still 05:59:59;29 of the 21st.
+    assert instant_label(midnight + 21_599_978, p) == Label("2026-11-22", "06:00:00;00")
+    assert instant_label(midnight + 21_599_977, p) == Label("2026-11-21", "05:59:59;29")
+    # The last 86 ms of a drop-frame day have no label of their own: the day's last.
+    assert instant_label(midnight - 50, p) == Label("2026-11-21", "23:59:59;29")
+    assert instant_label(midnight, p) == Label("2026-11-21", "00:00:00;00")

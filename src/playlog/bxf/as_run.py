@@ -16,7 +16,7 @@ from lxml import etree
 
 from playlog.bxf.parse import BxfError
 from playlog.bxf.schedule import Profile, iso, wall_of
-from playlog.bxf.timecode import frames_to_label, ms_to_frames
+from playlog.bxf.timecode import TimecodeError, frames_to_label, ms_to_frames
 from playlog.v1 import engine_service_pb2 as eng
 from playlog.v1 import types_pb2 as pb
 
@@ -45,13 +45,17 @@ def instant_label(ms: int, p: Profile) -> Label:
     profile's zone and rate (the frame that contains it)."""
     wall = wall_of(ms, p.zone)
     offset = (wall - dt.datetime.combine(wall.date(), dt.time())) // dt.timedelta(milliseconds=1)
-    label = frames_to_label(ms_to_frames(offset, p.rate), p.rate, p.df_separator)
+    # A drop-frame day's labels end 86 ms before midnight (23:59:59;29 at
+    # 29.97): an instant in those last milliseconds has the day's last label.
+    frames = min(ms_to_frames(offset, p.rate), p.rate.frames_per_day - 1)
+    label = frames_to_label(frames, p.rate, p.df_separator)
     # The broadcast day by the label, as the import reads it (schedule.event_entry).
     day = wall.date() if label[:5] >= p.day_start else wall.date() - dt.timedelta(days=1)
     return Label(day.isoformat(), label)
 
 
 def duration_label(ms: int, p: Profile) -> str:
+    """A duration as a label: the frames it spans, under 24 hours (a label has no more)."""
     return frames_to_label(ms_to_frames(ms, p.rate), p.rate, p.df_separator)
 
 
@@ -170,7 +174,10 @@ def build_as_run(
     ]
     for _, block_id, record in sorted(rows, key=lambda r: (r[0], r[1])):
         status = STATUS.get(record.event.status, NOT_REPORTED) if record is not None else NOT_REPORTED
-        _detail(schedule, ns, by_block.get(block_id), block_id, status, p, record)
+        try:
+            _detail(schedule, ns, by_block.get(block_id), block_id, status, p, record)
+        except TimecodeError as exc:
+            raise BxfError(f"cannot be written as a timecode at {p.rate}: {exc}", event_id=block_id) from None
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True))
 
 

@@ -240,16 +240,19 @@ def cmd_export_as_run(ctl: Ctl) -> int:
         eng.ListAsRunRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
         eng.ListAsRunResponse(),
     )
-    document = build_as_run(
-        a.channel,
-        start,
-        end,
-        snap.now_utc_ms or ctl.server_now(),
-        snap.entries,
-        merged.records,
-        p,
-        **({"namespace": schemas.namespace} if schemas else {}),
-    )
+    try:
+        document = build_as_run(
+            a.channel,
+            start,
+            end,
+            snap.now_utc_ms or ctl.server_now(),
+            snap.entries,
+            merged.records,
+            p,
+            **({"namespace": schemas.namespace} if schemas else {}),
+        )
+    except BxfError as exc:
+        _refused(exc)
     if schemas is not None:
         try:
             schemas.validate(document)
