@@ -69,6 +69,22 @@ def as_run(event_id: str, block: str, start: int, end: int, status: int, **kw: s
     )  # type: ignore[arg-type]  # fmt: skip
 
 
+async def operator_insert(desk: Desk, block_id: str, start: int, end: int) -> pb.PublishResult:
+    """An operator's override putting live pictures on air over [start, end): not from traffic."""
+    entry = pb.ExecutionEntry(
+        block_id=block_id, start_utc_ms=start, end_utc_ms=end, programming_day_date="2026-11-22",
+        segments=[pb.Segment(segment_id="s1", segment_type="program", asset_uri="LIVE-CAM-2",
+                             duration_ms=end - start, title="Breaking news")],
+    )  # fmt: skip
+    result: pb.PublishResult = await desk.r.stubs.window.PublishAtomicReplace(
+        ew.PublishAtomicReplaceRequest(
+            channel_id="news", range_start_utc_ms=start, range_end_utc_ms=end, entries=[entry],
+            operator_override=True, reason_code="BREAKING_NEWS",
+        )
+    )  # fmt: skip
+    return result
+
+
 async def test_import_air_report_export_gives_every_event_id_back_with_its_times_and_status(
     desk: Desk, tmp_path: Path
 ) -> None:
@@ -80,17 +96,7 @@ async def test_import_air_report_export_gives_every_event_id_back_with_its_times
     e = {x.block_id: x for x in snap.entries}
     # The operator's insert after the schedule: not from traffic, an override.
     end = e["EV-0700-SPORT"].end_utc_ms
-    insert = pb.ExecutionEntry(
-        block_id="BREAKING-1", start_utc_ms=end, end_utc_ms=INSERT_END, programming_day_date="2026-11-22",
-        segments=[pb.Segment(segment_id="s1", segment_type="program", asset_uri="LIVE-CAM-2",
-                             duration_ms=INSERT_END - end, title="Breaking news")],
-    )  # fmt: skip
-    published = await desk.r.stubs.window.PublishAtomicReplace(
-        ew.PublishAtomicReplaceRequest(
-            channel_id="news", range_start_utc_ms=end, range_end_utc_ms=INSERT_END, entries=[insert],
-            operator_override=True, reason_code="BREAKING_NEWS",
-        )
-    )  # fmt: skip
+    published = await operator_insert(desk, "BREAKING-1", end, INSERT_END)
     assert published.ok, published
 
     await desk.set_time(INSERT_END + MINUTE)  # the morning has aired
@@ -212,3 +218,36 @@ def test_an_instant_is_labelled_by_the_frame_that_contains_it_and_its_broadcast_
     # The last 86 ms of a drop-frame day have no label of their own: the day's last.
     assert instant_label(midnight - 50, p) == Label("2026-11-21", "23:59:59;29")
     assert instant_label(midnight, p) == Label("2026-11-21", "00:00:00;00")
+
+
+async def test_a_cut_event_keeps_its_event_id_unmarked_and_the_operators_insert_is_marked(
+    desk: Desk, tmp_path: Path
+) -> None:
+    await desk.declare()
+    await desk.ok("bxf", "import", str(SAMPLE), "--channel", "news", *PROFILE)
+    news_start, news_end = SIX - 22, SIX + 30 * MINUTE - 24
+    cut_at = SIX + 10 * MINUTE
+    await desk.set_time(cut_at)  # ten minutes into the news: breaking news cuts in
+    cut = await operator_insert(desk, "FLASH-1", cut_at, news_end)  # a cut: it starts inside the news
+    assert cut.ok, cut
+    await desk.set_time(news_end + MINUTE)
+    gen = cut.published_generation_id
+    events = [
+        as_run("c1", "EV-0600-NEWS", news_start, cut_at, eng.AS_RUN_STATUS_AIRED),
+        as_run("c2", "FLASH-1", cut_at, news_end, eng.AS_RUN_STATUS_AIRED),
+    ]
+    for ev in events:
+        ev.generation_id = gen
+    report = await desk.r.stubs.engine.ReportAsRun(eng.ReportAsRunRequest(channel_id="news", events=events))
+    assert report.ok, report
+    res = await desk.ctl("bxf", "export-as-run", "--channel", "news", *RANGE, *ZONE, "--xsd", str(XSD))
+    assert res.code == 0, res
+    got = details(res.out.encode())
+    assert list(got) == ["EV-0600-NEWS", "FLASH-1"]
+    news = got["EV-0600-NEWS"]
+    # Its aired part, as the cut left it: computed from its instants (the
+    # duration traffic sent is no longer the entry's), and no insert mark.
+    assert (news["status"], news["insert"]) == ("Aired Without Discrepancy", "")
+    assert news["start"] == news["scheduled"] == "2026-11-22 06:00:00;00"
+    assert news["duration"] == news["scheduled_duration"] == "00:10:00;00"
+    assert got["FLASH-1"]["insert"] == cut.override_record_id != ""

@@ -16,7 +16,7 @@ from lxml import etree
 
 from playlog.bxf.parse import BxfError
 from playlog.bxf.schedule import Profile, iso, wall_of
-from playlog.bxf.timecode import TimecodeError, frames_to_label, ms_to_frames
+from playlog.bxf.timecode import TimecodeError, frames_to_label, frames_to_ms, ms_to_frames
 from playlog.v1 import engine_service_pb2 as eng
 from playlog.v1 import types_pb2 as pb
 
@@ -75,12 +75,22 @@ def _duration(parent: etree._Element, ns: str, name: str, label: str, p: Profile
     _el(_el(_el(parent, ns, name), ns, "SmpteDuration"), ns, "SmpteTimeCode", label, frameRate=p.rate.name)
 
 
+def from_traffic(entry: pb.ExecutionEntry) -> bool:
+    """Whether the entry came from a BXF import: its transmission_log_ref
+    names the message (schedule.event_entry), and a cut keeps it."""
+    return entry.transmission_log_ref == "bxf" or entry.transmission_log_ref.startswith("bxf:")
+
+
 def scheduled(entry: pb.ExecutionEntry, p: Profile) -> tuple[Label, str]:
     """The entry's scheduled start and duration: the timecode traffic sent
     where there is one (given back as received), else computed at the rate."""
     if entry.HasField("source_timecode"):
         tc = entry.source_timecode
-        return Label(tc.broadcast_date, tc.label), tc.duration_label
+        same_rate = (tc.frame_rate, tc.drop_frame) == (p.rate.name, p.rate.drop_frame)
+        # Still the event traffic sent: not shortened since (a cut keeps the aired part).
+        length = frames_to_ms(tc.frames + tc.duration_frames, p.rate) - frames_to_ms(tc.frames, p.rate)
+        if same_rate and length == entry.end_utc_ms - entry.start_utc_ms:
+            return Label(tc.broadcast_date, tc.label), tc.duration_label
     return instant_label(entry.start_utc_ms, p), duration_label(entry.end_utc_ms - entry.start_utc_ms, p)
 
 
@@ -116,7 +126,7 @@ def _detail(
         _el(content, ns, "Name", entry.segments[0].title)
     if aired is not None and aired.event.asset_uri and aired.event.status == eng.AS_RUN_STATUS_SUBSTITUTED:
         _el(_el(_el(detail, ns, "AiredContent"), ns, "ContentId"), ns, "HouseNumber", aired.event.asset_uri)
-    if entry is not None and entry.is_operator_override and not entry.HasField("source_timecode"):
+    if entry is not None and entry.is_operator_override and not from_traffic(entry):
         # Not from traffic's schedule: an operator put it on air (an override).
         _el(detail, ns, "OperatorInsert", "true", overrideRecordId=entry.override_record_id)
     note = aired.event.detail if aired is not None else "no as-run reported by any engine"
