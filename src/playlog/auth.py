@@ -285,6 +285,14 @@ class Credentials:
     def by_subject(self, subject: str) -> Principal | None:
         return self._table.by_subject.get(normalize_subject(subject))
 
+    def by_name(self, name: str) -> Principal | None:
+        """The principal of that name as the file says now (console sessions are
+        checked against it on every request, so removing one revokes it)."""
+        for principal in (*self._table.by_hash.values(), *self._table.by_subject.values()):
+            if principal.name == name:
+                return principal
+        return None
+
     @property
     def names(self) -> frozenset[str]:
         return self._table.names
