@@ -212,10 +212,20 @@ def _answer(exc: BaseException, request: web.Request) -> web.Response:
     return web.json_response(_error_body("INTERNAL", "internal error; see the server log"), status=500)
 
 
+async def _secured(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streams included, carries the security headers."""
+    for header, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(header, value)
+
+
 class HttpEdge:
     def __init__(self, context: EdgeContext, modules: Sequence[RouteModule]) -> None:
         self.context = context
-        self.app = web.Application(middlewares=[self._observed, self._authenticated])
+        self.app = web.Application(
+            middlewares=[self._observed, self._authenticated],
+            client_max_size=context.settings.max_message_bytes,
+        )
+        self.app.on_response_prepare.append(_secured)
         for register in modules:
             register(self.app, context)
         self._runner: web.AppRunner | None = None
@@ -233,8 +243,6 @@ class HttpEdge:
             raise
         except Exception as exc:
             response = _answer(exc, request)
-        for header, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(header, value)
         resource = request.match_info.route.resource
         name = resource.canonical if resource is not None else "unmatched"
         seconds = time.perf_counter() - started

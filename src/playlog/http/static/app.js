@@ -393,7 +393,7 @@ function ActionPanel({ channelId, action, setAction, onDone }) {
       setResult({ error: { code: "INVALID_ARGUMENT", message: `the JSON does not parse: ${err.message}` } }); return;
     }
     body.validate_only = validateOnly;
-    if (!validateOnly) body.reason_code = reason;
+    if (reason) body.reason_code = reason;
     try {
       const answer = await api(`/channels/${encodeURIComponent(channelId)}/${kind}`, { method: "POST", body: JSON.stringify(body) });
       if (validateOnly) { setPreview(answer); setResult(null); } else {
@@ -411,13 +411,14 @@ function ActionPanel({ channelId, action, setAction, onDone }) {
       <option value="replace">replace an entry</option></select></label>
     <textarea name="request" rows="12" value=${text} onInput=${(e) => { setText(e.target.value); setPreview(null); }}
       placeholder="the request as JSON (protobuf JSON: PublishAtomicReplaceRequest or ReplaceEntryRequest), or pick a row's action above"></textarea>
+    <label>reason code <input name="reason" value=${reason} onInput=${(e) => { setReason(e.target.value); setPreview(null); }} placeholder="BREAKING_NEWS" /></label>
     <div><button data-testid="dry-run" onClick=${() => send(true)}>Dry run</button>
       <button onClick=${() => { setAction(null); setText(""); setPreview(null); setResult(null); }}>Clear</button></div>
     ${preview && html`<div class="diff" data-testid="diff">
       <h3>Dry run: generation ${preview.published_generation_id} would</h3>
       <div class="cols"><div><h4>replace</h4><ul>${(preview.would_supersede || []).map((s) => html`<li class="minus">${s.block_id} (gen ${s.generation_id}) ${timeOfDay(num(s.start_utc_ms))}–${timeOfDay(num(s.end_utc_ms))}</li>`)}</ul></div>
       <div><h4>with</h4><ul>${(preview.would_write || []).map((w) => html`<li class="plus">${w.block_id} ${timeOfDay(num(w.start_utc_ms))}–${timeOfDay(num(w.end_utc_ms))} ${titleOf(w)}</li>`)}</ul></div></div>
-      <label>reason code <input name="reason" value=${reason} onInput=${(e) => setReason(e.target.value)} placeholder="BREAKING_NEWS" /></label>
+      <p>Reason: <b>${reason || "none given"}</b></p>
       <label><input type="checkbox" name="confirm" checked=${confirmed} onChange=${(e) => setConfirmed(e.target.checked)} /> I confirm this change to air</label>
       <button data-testid="commit" disabled=${!confirmed || !reason} onClick=${() => send(false)}>Make it</button>
     </div>`}
