@@ -16,6 +16,7 @@ const API = "/api/v1";
 // No event for this long (progress events come every second) and the page
 // says the stream is stale.
 const STALE_AFTER_MS = 3500;
+const SILENT_AFTER_MS = 15 * 60000;
 
 // -- helpers -------------------------------------------------------------------
 
@@ -66,7 +67,7 @@ function span(ms) {
 function statusOf(entry, now, lockedUntil) {
   const start = num(entry.start_utc_ms), end = num(entry.end_utc_ms);
   if (end <= now) return "past";
-  if (start <= now) return "on-air";
+  if (start < now) return "on-air"; // an entry starting at now has not aired yet: locked
   if (start < lockedUntil) return "locked";
   return "flexible";
 }
@@ -115,8 +116,10 @@ function SignIn({ onDone }) {
 function health(now, engines, runwayMs) {
   if (engines.some((e) => num(e.last_nack_utc_ms) && num(e.last_nack_generation_id) >= num(e.applied_generation_id)))
     return ["bad", "an engine refuses (NACK)"];
-  if (engines.some((e) => num(e.last_acknowledged_utc_ms) && now - num(e.last_acknowledged_utc_ms) > 5 * 60000))
-    return ["bad", "an engine is silent"];
+  // Silent: neither an acknowledgement nor as-run for a quarter of an hour
+  // (an engine on air reports as-run as each event ends).
+  const heard = (e) => Math.max(num(e.last_acknowledged_utc_ms), num(e.last_as_run_received_utc_ms));
+  if (engines.some((e) => now - heard(e) > SILENT_AFTER_MS)) return ["bad", "an engine is silent"];
   if (runwayMs < 24 * 3600000) return ["warn", "runway under 24 h"];
   if (engines.some((e) => num(e.generations_behind) > 0)) return ["warn", "an engine lags"];
   return ["ok", "ok"];
@@ -268,7 +271,7 @@ function RecordDialog({ id, onClose }) {
       <dt>actor</dt><dd>${record.actor}</dd>
       <dt>created</dt><dd>${dateTime(num(record.created_utc_ms))}</dd>
       <dt>resulting generation</dt><dd>${record.resulting_generation_id}</dd>
-      <dt>superseded</dt><dd>${(record.superseded || []).map((s) => html`<div>${s.block_id} (gen ${s.generation_id})</div>`)}</dd>
+      <dt>superseded</dt><dd>${((record.superseded && record.superseded.entries) || []).map((s) => html`<div>${s.block_id} (gen ${s.generation_id})</div>`)}</dd>
     </dl>`}
     <button onClick=${onClose}>Close</button>
   </div>`;
@@ -280,7 +283,7 @@ function Rundown({ channelId, who }) {
   const [action, setAction] = useState(null);
   const { entries, now, lockedUntil } = state;
   const onAirIndex = entries.findIndex((e) => statusOf(e, now, lockedUntil) === "on-air");
-  const nextIndex = entries.findIndex((e) => num(e.start_utc_ms) >= now && num(e.start_utc_ms) > 0);
+  const nextIndex = entries.findIndex((e) => num(e.start_utc_ms) > now);
   const onAir = onAirIndex >= 0 ? entries[onAirIndex] : null;
   const next = nextIndex >= 0 ? entries[nextIndex] : null;
   const lockDepth = lockedUntil - now;
