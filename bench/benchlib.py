@@ -1452,7 +1452,7 @@ def render(
     if summary_lines:
         lines += [
             "",
-            "## Summary: the goals of issue 18, same run, same machine",
+            "## Summary: the goals (issues 16 and 18), same run, same machine",
             "",
             "ratio = playlog's number / the other's. Server CPU: all threads of the server "
             "process over the measured window, per operation (watch: per delivered event); the no-op "

@@ -35,6 +35,11 @@ from benchlib import (
     CHILDREN,
     DAY_MS,
     GRPC_CLIENT_OPTIONS,
+    Bench,
+    Config,
+    Goal,
+    Result,
+    Workload,
     day_date,
     day_entries,
     day_start_ms,
@@ -228,6 +233,67 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "met": xmltv / static >= 0.5,
         "rounds": rates,
     }
+
+
+async def workload(bench: Bench) -> list[Result]:
+    """The guide as one workload of `make bench` (bench/run.py): the same
+    measurement, its rows in the shared report and its goal in the summary."""
+    quick = bench.cfg.name == "quick"
+    args = argparse.Namespace(
+        channels=100, days=7, clients=200, seconds=2.0 if quick else 4.0, rounds=2 if quick else 3
+    )
+    r = await run(args)
+    setup = f"{r['channels']} channels x {r['days']} days, {r['body_bytes']:,} bytes, {r['clients']} clients"
+    rounds = r["rounds"]
+    assert isinstance(rounds, dict)
+    extra = {"first_render_s": r["first_render_s"], "served_again_s": r["served_again_s"],
+             "programmes": r["programmes"], "per_round": rounds}  # fmt: skip
+    return [
+        Result(
+            "guide-static",
+            "a static body of the XMLTV's size, same HTTP listener",
+            setup,
+            float(r["static_per_s"]),
+            "fetches/s",
+            None,
+            None,
+            0,
+            None,
+            extra=extra,
+            rounds=args.rounds,
+        ),
+        Result(
+            "guide-xmltv",
+            "GET /guide/xmltv.xml, after the first render",
+            setup,
+            float(r["xmltv_per_s"]),
+            "fetches/s",
+            None,
+            None,
+            0,
+            "guide-static",
+            extra=extra,
+            rounds=args.rounds,
+        ),
+    ]
+
+
+def goals(cfg: Config) -> list[Goal]:
+    return [Goal("guide XMLTV fetches/s, 200 clients (issue 16)", "guide-xmltv", "guide-static", "rate",
+                 "static body", ">= 0.5")]  # fmt: skip
+
+
+def report(rows: dict[str, Result]) -> list[str]:
+    r = rows.get("guide-xmltv")
+    if r is None or r.failed:
+        return []
+    x = r.extra
+    return ["", "## The guide", "",
+            f"First render (cold) of the XMLTV of 100 channels x 7 days ({x['programmes']:,} programmes): "
+            f"{x['first_render_s']} s; served again: {x['served_again_s']} s."]  # fmt: skip
+
+
+WORKLOAD = Workload("guide", workload, goals, report)
 
 
 def main() -> int:

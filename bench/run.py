@@ -1,7 +1,7 @@
 """playlog benchmark: every workload, one after the other, each on fresh
 servers (`playlog serve`, manual clock, a temporary data directory,
 127.0.0.1 only; an etcd member beside it, Debian's etcd-server 3.4, installed
-if missing when root), then the summary: the goals of issue 18 (must /
+if missing when root), then the summary: the goals of issues 16 and 18 (must /
 reach for), the measured ratio and whether each is met.
 
 Every number stands beside another measured in the same run on the same
@@ -18,6 +18,8 @@ Workloads (each also runs alone: `.venv/bin/python bench/<name>.py`):
   rates     fixed-rate watch beside etcd and bare        (rates.py)
   growth    a grown store against a fresh one            (growth.py)
   replicas  PostgreSQL, one replica vs two, beside etcd  (replicas.py)
+  guide     XMLTV of 100 channels x 7 days, 200 clients,
+            beside a static body of the same size       (guide.py)
 
 Run: `.venv/bin/python bench/run.py` (`make bench`), `--quick` for a short
 run, `--only publish,read` for some workloads. Results also go to
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import baseline
 import growth
+import guide
 import publish
 import rates
 import read
@@ -43,6 +46,7 @@ WORKLOADS = [
     rates.WORKLOAD,
     growth.WORKLOAD,
     replicas.WORKLOAD,
+    guide.WORKLOAD,
 ]
 
 

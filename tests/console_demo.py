@@ -55,8 +55,13 @@ def plan(channel_id: str) -> pb.ScheduleDay:
     day = schedule_day(channel_id, date_of(T0))
     del day.slots[:]
     for i in range(48):
-        day.slots.add(start_utc_ms=T0 + i * HALF_HOUR, end_utc_ms=T0 + (i + 1) * HALF_HOUR,
-                      program_id=f"prog-{i}", asset_uri=f"asset://prog-{i}", title=TITLES[i % len(TITLES)])  # fmt: skip
+        day.slots.add(
+            start_utc_ms=T0 + i * HALF_HOUR,
+            end_utc_ms=T0 + (i + 1) * HALF_HOUR,
+            program_id=f"prog-{i}",
+            asset_uri=f"asset://prog-{i}",
+            title=TITLES[i % len(TITLES)],
+        )
     return day
 
 
@@ -87,16 +92,21 @@ class Demo:
                 eng.AcknowledgeWindowRequest(channel_id="news", applied_generation_id=1, accepted=True),
                 metadata=self.engine_md,
             )
-            first = programmes("news", "n", T0, 1)[0]
+            # The first programme's first segment aired two seconds late.
+            segment = programmes("news", "n", T0, 1)[0].segments[0]
+            aired = eng.AsRunEvent(
+                event_id="ev-n0",
+                block_id="n0",
+                generation_id=1,
+                segment_id=segment.segment_id,
+                asset_uri=segment.asset_uri,
+                started_utc_ms=T0 + 2000,
+                ended_utc_ms=T0 + segment.duration_ms + 2000,
+                status=eng.AS_RUN_STATUS_AIRED,
+            )
             self.engines.ReportAsRun(
-                eng.ReportAsRunRequest(channel_id="news", events=[
-                    eng.AsRunEvent(event_id="ev-n0", block_id="n0", generation_id=1,
-                                   segment_id=first.segments[0].segment_id, asset_uri=first.segments[0].asset_uri,
-                                   started_utc_ms=T0 + 2000, ended_utc_ms=T0 + first.segments[0].duration_ms + 2000,
-                                   status=eng.AS_RUN_STATUS_AIRED),
-                ]),
-                metadata=self.engine_md,
-            )  # fmt: skip
+                eng.ReportAsRunRequest(channel_id="news", events=[aired]), metadata=self.engine_md
+            )
         self.set_time(NOW)
 
     def publish(

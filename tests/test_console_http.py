@@ -165,6 +165,15 @@ async def test_reads_answer_protobuf_json_of_the_same_messages_as_grpc(console: 
         "/api/v1/channels/news/window?from=2026-11-22T00:00:00Z&to=2026-11-22T03:00:00%2B00:00"
     )
     assert status == 200 and iso == window
+    # Paged as ReadWindowSnapshot pages (AIP-158).
+    status, _, first = await http.get("/api/v1/channels/news/window?page_size=4")
+    assert status == 200 and len(first["entries"]) == 4 and first["next_page_token"]
+    status, _, rest = await http.get(
+        f"/api/v1/channels/news/window?page_size=4&page_token={first['next_page_token']}"
+    )
+    assert status == 200 and [e["block_id"] for e in rest["entries"]] == ["b4", "b5"]
+    status, _, bad = await http.get("/api/v1/channels/news/window?page_token=forged")
+    assert status == 400 and "page_token" in bad["message"]
     # Defaults: the recent past and the hours ahead.
     status, _, default = await http.get("/api/v1/channels/news/window")
     assert status == 200 and len(default["entries"]) == 6

@@ -154,6 +154,33 @@ def test_window_shows_each_entrys_status_times_generation_and_override_mark(ctl:
     assert override_row[4:7] == ["2", "yes", record]
 
 
+def test_window_reads_a_range_larger_than_one_message_in_pages(tmp_path: Path) -> None:
+    server = Served(
+        tmp_path / "data", free_port(), "--clock", "manual", "--start-utc-ms", str(T0),
+        "--max-message-bytes", "16384",
+    )  # fmt: skip
+    try:
+        ctl = Ctl(server.address, tmp_path)
+        ctl.ok("declare", "news", "--lock", "1h")
+        day = {"channel_id": "news", "programming_day_date": "2026-11-22", "plan_id": "p",
+               "slots": [{"start_utc_ms": H2, "end_utc_ms": H2 + 12 * HOUR, "program_id": "x"}]}  # fmt: skip
+        ctl.ok("store-day", "-f", ctl.file("day.json", day))
+        for part in range(4):  # 4 publishes of 6 entries of about 1.2 KB: 24 entries, 29 KB
+            start = H2 + part * 3 * HOUR
+            entries = [news_entry(f"e{part}-{i}", start + i * 30 * MINUTE, "t" * 1200) for i in range(6)]
+            publish = {"channel_id": "news", "range_start_utc_ms": start,
+                       "range_end_utc_ms": start + 3 * HOUR, "reason_code": "DAILY_PUBLISH",
+                       "entries": entries}  # fmt: skip
+            ctl.ok("publish", "-f", ctl.file(f"p{part}.json", publish))
+        snapshot = ctl.json("window", "news", "--from", iso(H2), "--to", iso(H2 + 12 * HOUR))
+        entries = snapshot["entries"]
+        assert isinstance(entries, list)
+        assert [e["block_id"] for e in entries] == [f"e{p}-{i}" for p in range(4) for i in range(6)]
+        assert snapshot["next_page_token"] == ""
+    finally:
+        server.stop()
+
+
 def test_json_output_is_the_protobuf_json_with_default_values(ctl: Ctl) -> None:
     news_day(ctl)
     snapshot = ctl.json("window", "news", "--from", iso(H2), "--to", iso(H2 + HOUR))

@@ -340,25 +340,130 @@ async def test_an_oversized_message_is_resource_exhausted(tmp_path: Path, clock:
         await r.server.stop(0)
 
 
+async def _window_bigger_than_one_message(tmp_path: Path, clock: ManualClock, database_url: str) -> Running:
+    """48 entries of about 1.5 KB in a server whose messages carry 32 KiB."""
+    r = await start_server(tmp_path / "data", clock, database_url=database_url, max_message_bytes=32 * 1024)
+    await _declare_and_plan(r)
+    for i in range(6):
+        start = DAY1 + i * 4 * HOUR
+        result = await r.stubs.window.PublishAtomicReplace(
+            _publish(start, blocks(start, 8, 30 * MINUTE, prefix=f"p{i}-", title="t" * 1500))
+        )
+        assert result.ok, result
+    return r
+
+
 async def test_an_oversized_answer_is_resource_exhausted_not_a_crash(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    r = await start_server(tmp_path / "data", clock, max_message_bytes=32 * 1024)
+    # Small publishes that add up to a window bigger than one message.
+    r = await _window_bigger_than_one_message(tmp_path, clock, "")
     try:
-        await _declare_and_plan(r)
-        # Small publishes that add up to a window bigger than one message.
-        for i in range(4):
-            start = DAY1 + i * 6 * HOUR
-            result = await r.stubs.window.PublishAtomicReplace(
-                _publish(start, blocks(start, 12, 30 * MINUTE, prefix=f"p{i}-", title="t" * 500))
-            )
-            assert result.ok, result
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await r.stubs.window.ReadWindowSnapshot(
                 ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + DAY)
             )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "page_size" in details(refused.value)
         await r.stubs.channel.ListChannels(ch.ListChannelsRequest())
+    finally:
+        await r.server.stop(0)
+
+
+# -- paged reads (AIP-158) -------------------------------------------------------------
+
+
+def _page(token: str = "", size: int = 0, end: int = DAY1 + DAY) -> ew.ReadWindowSnapshotRequest:
+    return ew.ReadWindowSnapshotRequest(
+        channel_id=CH, start_utc_ms=DAY1, end_utc_ms=end, page_size=size, page_token=token
+    )
+
+
+async def _read_all_pages(r: Running) -> list[pb.WindowSnapshot]:
+    pages: list[pb.WindowSnapshot] = []
+    token = ""
+    while True:
+        page = await r.stubs.window.ReadWindowSnapshot(_page(token, size=1000))
+        pages.append(page)
+        assert page.ByteSize() <= 32 * 1024
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+async def test_a_window_larger_than_one_message_is_read_whole_in_pages(
+    tmp_path: Path, clock: ManualClock, database_url: str
+) -> None:
+    r = await _window_bigger_than_one_message(tmp_path, clock, database_url)
+    try:
+        pages = await _read_all_pages(r)
+        # More than one page (the byte budget cut them), every entry exactly once, in order.
+        assert len(pages) > 1
+        ids = [e.block_id for p in pages for e in p.entries]
+        assert ids == [f"p{i}-{j}" for i in range(6) for j in range(8)]
+        assert {p.channel_generation_id for p in pages} == {6}
+        # page_size bounds the entries of a page.
+        small = await r.stubs.window.ReadWindowSnapshot(_page(size=5))
+        assert [e.block_id for e in small.entries] == [f"p0-{j}" for j in range(5)] and small.next_page_token
+        rest = await r.stubs.window.ReadWindowSnapshot(_page(small.next_page_token, size=5))
+        assert [e.block_id for e in rest.entries] == ["p0-5", "p0-6", "p0-7", "p1-0", "p1-1"]
+    finally:
+        await r.server.stop(0)
+
+
+async def test_a_later_page_after_a_publish_is_aborted_never_a_mix_of_two_generations(
+    tmp_path: Path, clock: ManualClock, database_url: str
+) -> None:
+    r = await _window_bigger_than_one_message(tmp_path, clock, database_url)
+    try:
+        first = await r.stubs.window.ReadWindowSnapshot(_page(size=10))
+        assert first.next_page_token
+        start = DAY1 + 18 * HOUR
+        moved = await r.stubs.window.PublishAtomicReplace(
+            _publish(start, blocks(start, 12, 30 * MINUTE, prefix="new-", title="t"))
+        )
+        assert moved.ok, moved
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await r.stubs.window.ReadWindowSnapshot(_page(first.next_page_token, size=10))
+        assert refused.value.code() == grpc.StatusCode.ABORTED
+        assert "generation 6 to 7" in details(refused.value) and "first page" in details(refused.value)
+        again = await _read_all_pages(r)
+        assert {p.channel_generation_id for p in again} == {7}
+        assert [e.block_id for e in again[-1].entries][-1] == "new-11"
+    finally:
+        await r.server.stop(0)
+
+
+@pytest.mark.parametrize(
+    ("request_", "field", "rule"),
+    [
+        (_page(size=-1), "page_size", "must be >= 0"),
+        (_page("not a token", size=10), "page_token", "must be the next_page_token of an earlier answer"),
+        (_page("AAAA", size=10), "page_token", "must be the next_page_token of an earlier answer"),
+    ],
+)
+async def test_a_bad_page_size_or_token_is_invalid_argument_naming_the_field(
+    running: Running, request_: ew.ReadWindowSnapshotRequest, field: str, rule: str
+) -> None:
+    await _declare_and_plan(running)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await running.stubs.window.ReadWindowSnapshot(request_)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field}: {rule}" in details(refused.value)
+
+
+async def test_a_page_token_of_another_range_is_refused_and_a_huge_page_size_is_lowered(
+    tmp_path: Path, clock: ManualClock, database_url: str
+) -> None:
+    r = await _window_bigger_than_one_message(tmp_path, clock, database_url)
+    try:
+        first = await r.stubs.window.ReadWindowSnapshot(_page(size=3))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await r.stubs.window.ReadWindowSnapshot(_page(first.next_page_token, size=3, end=DAY1 + HOUR))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token: was given for another request" in details(refused.value)
+        huge = await r.stubs.window.ReadWindowSnapshot(_page(size=2**31 - 1))
+        assert huge.entries and huge.next_page_token  # the byte budget still cut it
     finally:
         await r.server.stop(0)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import grpc
@@ -292,3 +293,48 @@ async def test_a_progress_event_is_built_once_per_channel_and_tick_not_per_subsc
     assert len(sent) == 1  # the same bytes to every subscriber
     for f in followers:
         f.cancel()
+
+
+async def test_a_large_fan_out_wakes_its_subscribers_after_the_answer_a_batch_per_loop_turn(
+    channel: Running,
+) -> None:
+    """Fan-out never delays the publish's answer (issue 18): with more
+    subscribers than WAKE_BATCH, the event is queued to each at once, in order,
+    but nobody is woken until the loop turns that carry the answer out have
+    run; then WAKE_BATCH a turn, until every subscriber is woken."""
+    from playlog.api.watch import ANSWER_FIRST_TURNS, WAKE_BATCH
+    from playlog.domain.model import PublishRecord
+
+    hub = channel.server.watch
+    subs = [hub.subscribe(CH) for _ in range(5 * WAKE_BATCH + 3)]
+    try:
+        records = [PublishRecord(CH, g, g - 1, DAY1, DAY1 + DAY, "", "t", False, "", T0) for g in (1, 2)]
+        for record in records:
+            hub._deliver(record)
+        assert all([r for r, _ in s.pending] == records for s in subs)
+        woken: list[int] = []
+        for _ in range(ANSWER_FIRST_TURNS + 8):
+            woken.append(sum(s.wakeup.is_set() for s in subs))
+            await asyncio.sleep(0)  # one loop turn
+        assert woken[0] == 0
+        assert woken[ANSWER_FIRST_TURNS - 1] == 0
+        steps = [b - a for a, b in itertools.pairwise(woken) if b != a]
+        assert steps and max(steps) <= WAKE_BATCH
+        assert woken[-1] == len(subs)
+    finally:
+        for s in subs:
+            hub.unsubscribe(s)
+
+
+async def test_a_small_fan_out_is_woken_at_once(channel: Running) -> None:
+    from playlog.api.watch import WAKE_BATCH
+    from playlog.domain.model import PublishRecord
+
+    hub = channel.server.watch
+    subs = [hub.subscribe(CH) for _ in range(WAKE_BATCH)]
+    try:
+        hub._deliver(PublishRecord(CH, 1, 0, DAY1, DAY1 + DAY, "", "t", False, "", T0))
+        assert all(s.wakeup.is_set() for s in subs)
+    finally:
+        for s in subs:
+            hub.unsubscribe(s)

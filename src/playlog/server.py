@@ -217,7 +217,12 @@ class PlaylogServer:
         # One servicer of each service, for gRPC and for the HTTP JSON API alike.
         self.services = Services(
             channels=ChannelServicer(self.playlog, self.executor),
-            window=ExecutionWindowServicer(self.playlog, self.executor, self.watch.watch),
+            window=ExecutionWindowServicer(
+                self.playlog,
+                self.executor,
+                self.watch.watch,
+                settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
+            ),
             days=ScheduleDayServicer(self.playlog, self.executor),
             audit=AuditServicer(self.playlog, self.executor),
             clock=ClockServicer(self.clock, self.playlog, self.executor),

@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from playlog.api import Context
 from playlog.app.service import DeadlineExceeded, UnknownChannel
 from playlog.clock import ClockNotAdjustable, TimeMovesForwardOnly
+from playlog.domain.paging import WindowChanged
 from playlog.domain.rejection import FieldViolation, MalformedRequest, Rejection
 from playlog.domain.schedule_days import OperatorRoleRequired
 from playlog.domain.validation import quote
@@ -127,6 +128,8 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
             f"channel {quote(str(exc.args[0]))} is not declared; "
             "declare it with ChannelService.DeclareChannel",
         )
+    if isinstance(exc, WindowChanged):
+        await context.abort(grpc.StatusCode.ABORTED, clip_message(str(exc)))
     if isinstance(exc, DeadlineExceeded):
         await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{exc}; nothing was changed")
     if isinstance(exc, NotFound):

@@ -15,12 +15,15 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import grpc
+
 from playlog import metrics, wire
 from playlog.api import Context, convert
 from playlog.api.errors import NotFound, WriteRefused
 from playlog.app.service import DayOutcome, Playlog, PublishOutcome
 from playlog.auth import Role, current_principal
 from playlog.clock import ClockNotAdjustable, ManualClock, SystemClock, TimeMovesForwardOnly
+from playlog.domain import paging
 from playlog.domain.publish import PublishRequest, ReplaceEntryRequest
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.domain.validation import check_date, check_id, quote, raise_if_any
@@ -152,9 +155,17 @@ class ChannelServicer(_Base, channel_grpc.ChannelServiceServicer):
 
 
 class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
-    def __init__(self, playlog: Playlog, executor: ThreadPoolExecutor, watch: WatchHandler) -> None:
+    def __init__(
+        self,
+        playlog: Playlog,
+        executor: ThreadPoolExecutor,
+        watch: WatchHandler,
+        max_answer_bytes: int = 4 * 1024 * 1024 - 1024,
+    ) -> None:
         super().__init__(playlog, executor)
         self._watch = watch
+        # What one answer's entries may take (below max_message_bytes).
+        self._max_answer_bytes = max_answer_bytes
 
     async def PublishAtomicReplace(
         self, request: ew_pb.PublishAtomicReplaceRequest, context: Context
@@ -191,11 +202,48 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
     async def ReadWindowSnapshot(  # type: ignore[override]  # answers stored bytes
         self, request: ew_pb.ReadWindowSnapshotRequest, context: Context
     ) -> bytes:
-        _check_read_range(request.channel_id, request.start_utc_ms, request.end_utc_ms)
-        small = request.end_utc_ms - request.start_utc_ms <= SMALL_READ_MS
-        snap = await self.read(
-            small, self.playlog.read_window, request.channel_id, request.start_utc_ms, request.end_utc_ms
+        channel_id, start, end = request.channel_id, request.start_utc_ms, request.end_utc_ms
+        _check_read_range(channel_id, start, end)
+        size = paging.page_size(request.page_size)
+        cursor = (
+            paging.decode_page_token(request.page_token, channel_id, start, end)
+            if request.page_token
+            else None
         )
+        small = end - start <= SMALL_READ_MS
+        if size == 0 and cursor is None:
+            # Unpaged: the whole range, or a refusal that says how to page it.
+            snap = await self.read(small, self.playlog.read_window, channel_id, start, end)
+            payloads = [e.payload for e in snap.entries]
+            total = sum(len(p) + 6 for p in payloads)
+            if total > self._max_answer_bytes:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the {len(payloads)} entries of this range take about {total} bytes, more than one "
+                    f"answer may carry ({self._max_answer_bytes}, max_message_bytes); ask with page_size "
+                    f"(at most {paging.MAX_WINDOW_PAGE_SIZE}) and follow next_page_token",
+                )
+            next_token = ""
+        else:
+            limit = size or paging.MAX_WINDOW_PAGE_SIZE
+            snap, more = await self.read(
+                small, self.playlog.read_window_page, channel_id, start, end, cursor, limit
+            )
+            payloads, used = [], 0
+            for e in snap.entries:
+                used += len(e.payload) + 6  # the field's tag and length
+                if payloads and used > self._max_answer_bytes:
+                    more = True  # the rest goes on the next page
+                    break
+                payloads.append(e.payload)
+            snap.entries[len(payloads) :] = []
+            next_token = ""
+            if more:
+                generation = cursor.channel_generation_id if cursor else snap.channel.current_generation_id
+                last = snap.entries[-1].start_utc_ms
+                next_token = paging.encode_page_token(
+                    channel_id, start, end, paging.PageCursor(generation, last)
+                )
         # The entries' stored wire forms, sent as they are (no decode, no encode).
         header = pb.WindowSnapshot(
             channel_id=snap.channel.channel_id,
@@ -203,8 +251,9 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             channel_generation_id=snap.channel.current_generation_id,
             now_utc_ms=snap.now_utc_ms,
             locked_until_utc_ms=snap.locked_until_utc_ms,
+            next_page_token=next_token,
         )
-        return wire.window_snapshot(header, [e.payload for e in snap.entries])
+        return wire.window_snapshot(header, payloads)
 
     async def GetEntryAt(  # type: ignore[override]  # answers stored bytes
         self, request: ew_pb.GetEntryAtRequest, context: Context

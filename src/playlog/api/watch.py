@@ -48,6 +48,15 @@ REPLAY_BATCH = 200
 # A watcher whose catch-up found the database unreachable tries again after
 # this (and at once when the database's return rings every doorbell).
 RETRY_AFTER_UNAVAILABLE_S = 1.0
+# A publish's answer goes out before its fan-out: a channel with more
+# subscribers than WAKE_BATCH is woken ANSWER_FIRST_TURNS loop turns after the
+# commit reached the loop (the publish call's own continuation and the
+# write of its answer are already queued behind the commit), then WAKE_BATCH
+# subscribers per turn, so that answers and new calls interleave with a large
+# fan-out instead of waiting behind all of it. Events are queued to every
+# subscriber at once, in order; only the wakeups are spread.
+WAKE_BATCH = 16
+ANSWER_FIRST_TURNS = 8
 
 
 # (history floor, publishes after a cursor with their events)
@@ -72,6 +81,7 @@ class Subscriber:
     interval: float = 0.0
 
     def offer(self, record: PublishRecord, event: bytes) -> None:
+        """Queues the event; the hub wakes the subscriber (WatchHub._wake)."""
         if self.needs_reset:
             return  # the reset snapshot will carry it
         if len(self.pending) >= self.max_pending:
@@ -80,7 +90,6 @@ class Subscriber:
             metrics.WATCH_RESETS.labels("overflow").inc()
         else:
             self.pending.append((record, event))
-        self.wakeup.set()
 
 
 class WatchHub:
@@ -121,6 +130,10 @@ class WatchHub:
         self._history_reads: dict[Any, asyncio.Future[Any]] = {}
         self._snapshot_reads: dict[Any, asyncio.Future[Any]] = {}
         self.reads_started: collections.Counter[str] = collections.Counter()
+        # Subscribers with events queued, waiting for their wakeup (in the
+        # order their events arrived; a dict as an ordered set).
+        self._to_wake: dict[Subscriber, None] = {}
+        self._waking = False
         playlog.add_publish_listener(self._on_commit)
         playlog.add_channel_listener(self._on_channel_changed)
         add_listener = getattr(clock, "add_listener", None)
@@ -186,6 +199,32 @@ class WatchHub:
         event = record.encoded_event or wire.replaced_event(record)
         for sub in subscribers:
             sub.offer(record, event)
+        if len(subscribers) <= WAKE_BATCH and not self._waking:
+            for sub in subscribers:
+                sub.wakeup.set()
+            return
+        self._to_wake.update(dict.fromkeys(subscribers))
+        if not self._waking:
+            self._waking = True
+            self._loop_turns(ANSWER_FIRST_TURNS)
+
+    def _loop_turns(self, turns: int) -> None:
+        """Wakes the queued subscribers after `turns` loop turns, WAKE_BATCH a turn."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._waking = False
+            return
+        if turns > 0:
+            loop.call_soon(self._loop_turns, turns - 1)
+            return
+        for _ in range(min(WAKE_BATCH, len(self._to_wake))):
+            sub = next(iter(self._to_wake))
+            del self._to_wake[sub]
+            sub.wakeup.set()
+        if self._to_wake:
+            loop.call_soon(self._loop_turns, 0)
+        else:
+            self._waking = False
 
     def _clock_moved(self) -> None:
         for subs in self._subscribers.values():
@@ -207,6 +246,7 @@ class WatchHub:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        self._to_wake.pop(sub, None)
         subs = self._subscribers.get(sub.channel_id)
         if subs is not None and sub in subs:
             subs.discard(sub)

@@ -29,6 +29,7 @@ from playlog.domain.model import (
     PublishRecord,
     ScheduleDay,
 )
+from playlog.domain.paging import PageCursor, WindowChanged
 from playlog.domain.publish import (
     PublishFacts,
     PublishPlan,
@@ -505,6 +506,22 @@ class Playlog:
             if channel is None:
                 raise UnknownChannel(channel_id)
             return Snapshot(channel, r.stored_overlapping(channel_id, start_utc_ms, end_utc_ms), now)
+
+    def read_window_page(
+        self, channel_id: str, start_utc_ms: int, end_utc_ms: int, cursor: PageCursor | None, limit: int
+    ) -> tuple[Snapshot, bool]:
+        """One page of a paged read (AIP-158) and whether more entries follow.
+        Every page is read at the generation the first page saw (WindowChanged)."""
+        with self.store.read() as r:
+            now = self.now_in(r)
+            channel = r.get_channel(channel_id)
+            if channel is None:
+                raise UnknownChannel(channel_id)
+            if cursor is not None and cursor.channel_generation_id != channel.current_generation_id:
+                raise WindowChanged(channel_id, cursor.channel_generation_id, channel.current_generation_id)
+            after = cursor.after_start_utc_ms if cursor is not None else None
+            entries = r.stored_overlapping_page(channel_id, start_utc_ms, end_utc_ms, after, limit + 1)
+        return Snapshot(channel, entries[:limit], now), len(entries) > limit
 
     def snapshot_from_now(self, channel_id: str, page: int = 1000) -> Snapshot:
         """The entries that end after now, read in one consistent snapshot."""

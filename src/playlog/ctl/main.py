@@ -38,6 +38,9 @@ from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import schedule_day_service_pb2_grpc as sd_grpc
 from playlog.v1 import types_pb2 as pb
 
+# Entries per page of `ctl window` and `ctl now` reads.
+READ_PAGE_SIZE = 1000
+
 PROG = "playlog ctl"
 EPILOG = """\
 times: ISO-8601 (2026-11-22T02:30:00Z; no offset means UTC), epoch ms, or relative
@@ -89,6 +92,38 @@ class Ctl:
 
     def call(self, method: Callable[..., Any], request: Message) -> Any:
         return method(request, timeout=self.timeout, metadata=self.md)
+
+    def read_window(self, channel_id: str, start: int, end: int) -> pb.WindowSnapshot:
+        """The whole range, read in pages (AIP-158) and joined: every page of
+        one generation (a publish between pages is ABORTED: read again)."""
+        for attempt in range(3):
+            snap: pb.WindowSnapshot | None = None
+            token = ""
+            try:
+                while True:
+                    page = self.call(
+                        self.windows.ReadWindowSnapshot,
+                        ew.ReadWindowSnapshotRequest(
+                            channel_id=channel_id,
+                            start_utc_ms=start,
+                            end_utc_ms=end,
+                            page_size=READ_PAGE_SIZE,
+                            page_token=token,
+                        ),
+                    )
+                    if snap is None:
+                        snap = page
+                    else:
+                        snap.entries.extend(page.entries)
+                        snap.generation_id = max(snap.generation_id, page.generation_id)
+                    token = page.next_page_token
+                    if not token:
+                        snap.next_page_token = ""
+                        return snap
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.ABORTED or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def server_now(self) -> int:
         """The server's current time (ClockService.GetTime), else the local clock."""
@@ -237,10 +272,7 @@ def cmd_declare(ctl: Ctl) -> int:
 def cmd_window(ctl: Ctl) -> int:
     a = ctl.args
     start, end = ctl.time_range()
-    snap = ctl.call(
-        ctl.windows.ReadWindowSnapshot,
-        ew.ReadWindowSnapshotRequest(channel_id=a.channel, start_utc_ms=start, end_utc_ms=end),
-    )
+    snap = ctl.read_window(a.channel, start, end)
 
     def human() -> str:
         head = (
@@ -260,12 +292,7 @@ def cmd_window(ctl: Ctl) -> int:
 def cmd_now(ctl: Ctl) -> int:
     a = ctl.args
     now = ctl.server_now()
-    snap = ctl.call(
-        ctl.windows.ReadWindowSnapshot,
-        ew.ReadWindowSnapshotRequest(
-            channel_id=a.channel, start_utc_ms=now, end_utc_ms=now + parse_duration(a.horizon)
-        ),
-    )
+    snap = ctl.read_window(a.channel, now, now + parse_duration(a.horizon))
     now, lock = snap.now_utc_ms, snap.locked_until_utc_ms
     programmes = guide.now_next(ctl, a.channel)
     ahead = [e for e in snap.entries if e.end_utc_ms > now]

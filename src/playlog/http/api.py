@@ -269,9 +269,11 @@ class ApiRoutes:
     @route(CALLER)
     async def window(self, request: web.Request) -> web.Response:
         start, end = time_range(request, await self.now(), DEFAULT_BEFORE_MS, DEFAULT_AFTER_MS)
+        size, token = _page(request)
         message = ew_pb.ReadWindowSnapshotRequest(
-            channel_id=request.match_info["id"], start_utc_ms=start, end_utc_ms=end
-        )
+            channel_id=request.match_info["id"], start_utc_ms=start, end_utc_ms=end,
+            page_size=size, page_token=token,
+        )  # fmt: skip
         answer = await call(request, "ExecutionWindowService/ReadWindowSnapshot", message,
                             self.s.window.ReadWindowSnapshot)  # fmt: skip
         if isinstance(answer, bytes):  # the servicer answers the stored wire forms

@@ -110,6 +110,9 @@ class ReadView(Protocol):
     def stored_overlapping(
         self, channel_id: str, start_utc_ms: int, end_utc_ms: int
     ) -> list[StoredEntry]: ...
+    def stored_overlapping_page(
+        self, channel_id: str, start_utc_ms: int, end_utc_ms: int, after_start_utc_ms: int | None, limit: int
+    ) -> list[StoredEntry]: ...
     def stored_ending_after(
         self, channel_id: str, at_utc_ms: int, after_start_utc_ms: int | None, limit: int
     ) -> list[StoredEntry]: ...

@@ -220,16 +220,22 @@ class SqlView(EngineEvidenceSql, GuideSql):
         rows = self._q(f"SELECT {_CHANNEL_COLUMNS} FROM channels ORDER BY channel_id").fetchall()
         return [_channel(r) for r in rows]
 
-    def _overlapping(self, columns: str, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[Any]:
+    def _overlapping(
+        self, columns: str, channel_id: str, start_utc_ms: int, end_utc_ms: int, limit: int | None = None
+    ) -> list[Any]:
         # Entries never overlap, so the first one overlapping the range is the
         # one with the latest start at or before start_utc_ms (or later ones):
         # the scan is bounded by the entries returned, not the entries stored.
+        params: dict[str, Any] = {"c": channel_id, "s": start_utc_ms, "e": end_utc_ms}
+        if limit is not None:
+            params["n"] = limit
         rows: list[Any] = self._q(
             f"SELECT {columns} FROM entries WHERE {_CURRENT} "
             "AND start_utc_ms >= COALESCE((SELECT MAX(start_utc_ms) FROM entries "
             f"  WHERE {_CURRENT} AND start_utc_ms <= :s), :s) "
-            "AND start_utc_ms < :e AND end_utc_ms > :s ORDER BY start_utc_ms",
-            {"c": channel_id, "s": start_utc_ms, "e": end_utc_ms},
+            "AND start_utc_ms < :e AND end_utc_ms > :s ORDER BY start_utc_ms"
+            + (" LIMIT :n" if limit is not None else ""),
+            params,
         ).fetchall()
         return rows
 
@@ -238,6 +244,21 @@ class SqlView(EngineEvidenceSql, GuideSql):
 
     def stored_overlapping(self, channel_id: str, start_utc_ms: int, end_utc_ms: int) -> list[StoredEntry]:
         return [_stored(r) for r in self._overlapping(_STORED_COLUMNS, channel_id, start_utc_ms, end_utc_ms)]
+
+    def stored_overlapping_page(
+        self, channel_id: str, start_utc_ms: int, end_utc_ms: int, after_start_utc_ms: int | None, limit: int
+    ) -> list[StoredEntry]:
+        """At most `limit` entries overlapping the range, by start: the first
+        ones, or those starting after after_start_utc_ms (a later page)."""
+        if after_start_utc_ms is None:
+            rows = self._overlapping(_STORED_COLUMNS, channel_id, start_utc_ms, end_utc_ms, limit)
+        else:
+            rows = self._q(
+                f"SELECT {_STORED_COLUMNS} FROM entries WHERE {_CURRENT} AND start_utc_ms > :a "
+                "AND start_utc_ms < :e ORDER BY start_utc_ms LIMIT :n",
+                {"c": channel_id, "a": after_start_utc_ms, "e": end_utc_ms, "n": limit},
+            ).fetchall()
+        return [_stored(r) for r in rows]
 
     def stored_ending_after(
         self, channel_id: str, at_utc_ms: int, after_start_utc_ms: int | None, limit: int
