@@ -66,7 +66,9 @@ def plan(channel_id: str) -> pb.ScheduleDay:
 
 
 class Demo:
-    def __init__(self, address: str, operator: Metadata = (), engine: Metadata = ()) -> None:
+    def __init__(self, address: str, operator: Metadata = (), engine: Metadata | None = ()) -> None:
+        """`operator`, `engine`: the callers' credentials (empty: auth off);
+        engine None: no engine reports."""
         self.channel = grpc.insecure_channel(address)
         self.operator, self.engine_md = operator, engine
         self.channels = ch_grpc.ChannelServiceStub(self.channel)
@@ -87,7 +89,7 @@ class Demo:
         self.publish("news", T0, programmes("news", "n", T0, 12))
         self.publish("sports", T0 + 2 * HOUR, programmes("sports", "s", T0 + 2 * HOUR, 8))
         self.set_time(T0 + 31 * MINUTE)
-        if self.engine_md:
+        if self.engine_md is not None:
             self.engines.AcknowledgeWindow(
                 eng.AcknowledgeWindowRequest(channel_id="news", applied_generation_id=1, accepted=True),
                 metadata=self.engine_md,
