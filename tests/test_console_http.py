@@ -544,3 +544,28 @@ async def test_a_browser_that_does_not_read_never_holds_up_the_hub(tmp_path: Pat
 
 class _FakeRequest:
     remote = "127.0.0.1"
+
+
+async def test_under_tls_the_session_cookie_is_secure_and_the_origin_is_https(tmp_path: Path) -> None:
+    import ssl
+
+    from tests.test_tls import make_certs
+
+    (tmp_path / "certs").mkdir()
+    certs = make_certs(tmp_path / "certs")
+    path = write_auth_file(tmp_path / "auth.toml", [Principal("desk", ["operator"], "desk-token")])
+    async with served(
+        tmp_path, auth_file=str(path), tls_cert=str(certs.server_cert), tls_key=str(certs.server_key)
+    ) as (r, _):
+        trust = ssl.create_default_context(cafile=str(certs.ca))
+        base = f"https://localhost:{r.server.http_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.post(base + "/api/v1/session", json={"token": "desk-token"}, ssl=trust,
+                                 headers={"Origin": base}) as resp:  # fmt: skip
+                assert resp.status == 200
+                cookie = resp.headers["Set-Cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            # An http:// page is another origin than the https:// listener.
+            async with http.post(base + "/api/v1/channels/news/publish", json={}, ssl=trust,
+                                 headers={"Origin": base.replace("https", "http")}) as resp:  # fmt: skip
+                assert resp.status == 403
