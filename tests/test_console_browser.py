@@ -239,8 +239,13 @@ def test_a_refusal_is_shown_with_its_code_and_reason(operator: Page, desk: Desk)
 
 def test_stopping_the_server_shows_the_connection_state(operator: Page, desk: Desk) -> None:
     page = operator
+    overview = page.context.new_page()
+    overview.goto(desk.base + "/")
+    expect(overview.get_by_test_id("connection")).to_have_text("live")
     expect(page.get_by_test_id("connection")).to_have_text("live")
     assert desk.server.stop(signal.SIGTERM) == 0
+    expect(overview.get_by_test_id("connection")).to_have_text("not answering")
+    expect(overview.get_by_test_id("stale-banner")).to_contain_text("stale since")
     expect(page.get_by_test_id("connection")).not_to_have_text("live")
     banner = page.get_by_test_id("stale-banner")
     expect(banner).to_contain_text("stale since")

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -569,3 +570,36 @@ async def test_under_tls_the_session_cookie_is_secure_and_the_origin_is_https(tm
             async with http.post(base + "/api/v1/channels/news/publish", json={}, ssl=trust,
                                  headers={"Origin": base.replace("https", "http")}) as resp:  # fmt: skip
                 assert resp.status == 403
+
+
+def _hostile_values(rng: random.Random) -> Any:
+    return rng.choice(
+        [
+            None, True, -1, 0, 2**63, -(2**63) - 1, 2**64, 1e308, float("nan"), "", "x" * 5000, "\u0000",
+            "2026-11-22T00:00:00Z", "\ud7ff\U0001f4fa", [], [None], {}, {"a": {"b": [1]}}, "1795305600000",
+            [{"block_id": "z", "segments": [{"duration_ms": "x"}]}], [{"segments": [{}] * 3}],
+        ]
+    )  # fmt: skip
+
+
+async def test_no_body_however_hostile_gets_a_500_or_changes_anything(console: tuple[Running, Http]) -> None:
+    """A deterministic fuzz of 300 bodies: every field of both write requests,
+    and some that do not exist, set to hostile values of every JSON type."""
+    _, http = console
+    rng = random.Random(17)
+    before = await http.generation()
+    fields = {
+        "publish": [f.name for f in ew.PublishAtomicReplaceRequest.DESCRIPTOR.fields] + ["nope"],
+        "replace": [f.name for f in ew.ReplaceEntryRequest.DESCRIPTOR.fields] + ["entry.segments"],
+    }
+    statuses: dict[int, int] = {}
+    for _ in range(300):
+        kind = rng.choice(["publish", "replace"])
+        body = {name: _hostile_values(rng) for name in rng.sample(fields[kind], rng.randint(1, 4))}
+        raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+        status, answer = await http.post(f"/api/v1/channels/news/{kind}", None, raw=raw)
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status in (400, 409), (body, answer)
+        assert set(answer) >= {"code", "message", "details"}
+    assert await http.generation() == before
+    assert statuses.get(400, 0) > 200, statuses

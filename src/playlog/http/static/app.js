@@ -23,11 +23,18 @@ const SILENT_AFTER_MS = 15 * 60000;
 const num = (v) => (v === undefined || v === null || v === "" ? 0 : Number(v));
 
 async function api(path, options = {}) {
-  const response = await fetch(API + path, {
-    credentials: "same-origin",
-    headers: options.body ? { "Content-Type": "application/json" } : {},
-    ...options,
-  });
+  let response;
+  try {
+    response = await fetch(API + path, {
+      credentials: "same-origin",
+      headers: options.body ? { "Content-Type": "application/json" } : {},
+      ...options,
+    });
+  } catch (err) { // the server is not answering at all
+    const error = new Error(`the server does not answer (${err.message})`);
+    error.code = "UNAVAILABLE";
+    throw error;
+  }
   let body = null;
   try { body = await response.json(); } catch (_) { body = null; }
   if (!response.ok) {
@@ -152,8 +159,10 @@ function Overview() {
   return html`<section class="overview">
     <header class="bar"><h1>Channels</h1>
       <span class="clock" data-testid="server-clock">${timeOfDay(now)} UTC</span>
-      ${error && html`<span class="conn lost">stale since the last answer: ${error.message}</span>`}
+      <span class=${"conn " + (error ? "lost" : "live")} data-testid="connection">${error ? "not answering" : "live"}</span>
     </header>
+    ${error && html`<div class="stale" data-testid="stale-banner">Not live: the table below is stale since
+      ${dateTime(now)} (server time): ${error.code} ${error.message}. Retrying every second…</div>`}
     ${rows === null ? html`<p>Loading…</p>` : html`<table class="channels">
       <thead><tr><th></th><th>channel</th><th>on air</th><th>left</th><th>next</th>
         <th>generation</th><th>engines (applied, lag)</th><th>runway</th></tr></thead>
