@@ -289,9 +289,14 @@ async def test_a_refusal_is_a_409_with_its_error_code_and_reason(console: tuple[
         (b"not json", "application/json", "body"),
         (b"[1, 2]", "application/json", "body"),
         (b"\xff\xfe", "application/json", "body"),
-        (b'{"no_such_field": 1}', "application/json", "body"),
-        (b'{"range_start_utc_ms": "x"}', "application/json", "body"),
-        (b'{"range_start_utc_ms": "99999999999999999999999"}', "application/json", "body"),
+        (b'{"no_such_field": 1}', "application/json", "no_such_field"),
+        (b'{"range_start_utc_ms": "x"}', "application/json", "range_start_utc_ms"),
+        (b'{"range_start_utc_ms": "99999999999999999999999"}', "application/json", "range_start_utc_ms"),
+        (
+            b'{"entries": [{"segments": [{"duration_ms": "y"}]}]}',
+            "application/json",
+            "entries.segments.duration_ms",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", "body"),
         (
             b'{"entries": [{"segments": [' + b'{"duration_ms": -5},' * 3 + b"{}]}]}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -48,6 +49,7 @@ from playlog.v1 import types_pb2 as pb
 log = logging.getLogger("playlog.http")
 
 M = TypeVar("M", bound=Message)
+_PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 _V1 = "/playlog.v1."
 # Reads carry their own role check (the gRPC method's); the edge only
 # establishes who is calling, from a bearer header or the session cookie.
@@ -226,7 +228,13 @@ async def parse_body(request: web.Request, message: M, channel_id: str) -> M:
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
-        raise bad_parameter("body", f"is not a valid {message.DESCRIPTOR.name}: {str(exc)[:300]}") from None
+        # protobuf names the fields it was inside ("Failed to parse entries
+        # field: Failed to parse segments field: ..."): the path, for the detail.
+        path = ".".join(_PARSE_FIELD.findall(str(exc))) or "body"
+        rule = f"is not a valid {message.DESCRIPTOR.name}: {str(exc)[:300]}"
+        raise HttpError(
+            400, "INVALID_ARGUMENT", f"{path}: {rule}", [{"field": path, "description": rule}]
+        ) from None
     given = getattr(message, "channel_id", "")
     if given and given != channel_id:
         raise MalformedRequest(
