@@ -135,6 +135,8 @@ def test_a_publish_and_a_cut_made_over_grpc_appear_without_a_reload(operator: Pa
     start = T0 + 3 * HOUR  # flexible
     desk.demo.publish("news", start, programmes("news", "g", start, 2))
     expect(_row(page, "g0")).to_have_attribute("data-status", "flexible")  # type: ignore[arg-type]
+    # The engine that applied generation 1 now lags one generation, and says since when.
+    expect(page.locator("header [data-engine='playout-1']")).to_contain_text("1 (\u22121 for 0:00)")
     # A cut of the entry on air (n1) five minutes from now, over gRPC.
     cut_at, end = NOW + 5 * MINUTE, T0 + HOUR
     [cut] = programmes("news", "cut-grpc", cut_at, 1)

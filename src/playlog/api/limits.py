@@ -68,6 +68,12 @@ RULES_BY_FIELD: dict[tuple[str, str], Range] = {
     ("playlog.v1.PublishAtomicReplaceRequest", "generation_id"): Range(
         0, MAX_REQUESTED_GENERATION_ID, "0: the next generation"
     ),
+    # A label's frame count within its day, and a duration's, at the fastest
+    # rate BXF import knows (60 fps).
+    ("playlog.v1.Timecode", "frames"): Range(0, 24 * 3600 * 60 - 1, "a day of frames at 60 fps"),
+    ("playlog.v1.Timecode", "duration_frames"): Range(
+        0, MAX_DURATION_MS // 1000 * 60, "30 days of frames at 60 fps"
+    ),
 }
 RULES_BY_NAME: dict[str, Range] = {
     "duration_ms": DURATION,

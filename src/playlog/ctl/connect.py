@@ -11,6 +11,15 @@ servers like a kubeconfig::
     ca_cert = "/etc/playlog/ca.pem"
     client_cert = "/etc/playlog/desk.pem"
     client_key = "/etc/playlog/desk.key"
+
+and the BXF profiles of `playlog ctl bxf --profile NAME` (what a traffic
+system's files do not say; flags beat the profile)::
+
+    [bxf.profiles.wnyc]
+    frame_rate = "29.97df"
+    zone = "America/New_York"
+    day_start = "06:00"
+    df_separator = ";"
 """
 
 from __future__ import annotations
@@ -50,16 +59,36 @@ def config_path() -> Path:
     return Path(base) / "playlog" / "ctl.toml"
 
 
-def _context(name: str | None) -> dict[str, Any]:
+def _config(required: bool) -> tuple[Path, dict[str, Any]]:
     path = config_path()
     if not path.exists():
-        if name or os.environ.get("PLAYLOG_CTL_CONFIG"):
+        if required or os.environ.get("PLAYLOG_CTL_CONFIG"):
             raise UsageError(f"no config file {path}")
-        return {}
+        return path, {}
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"config file {path}: {exc}") from None
+
+
+BXF_PROFILE_KEYS = ("frame_rate", "zone", "day_start", "df_separator")
+
+
+def bxf_profile(name: str) -> dict[str, str]:
+    """A BXF profile of the config file, by name."""
+    path, data = _config(required=True)
+    profiles = data.get("bxf", {}).get("profiles", {}) if isinstance(data.get("bxf"), dict) else {}
+    chosen = profiles.get(name) if isinstance(profiles, dict) else None
+    if not isinstance(chosen, dict):
+        raise UsageError(f"no BXF profile {name!r} in {path} (a [bxf.profiles.{name}] table)")
+    unknown = set(chosen) - set(BXF_PROFILE_KEYS)
+    if unknown:
+        raise UsageError(f"BXF profile {name!r} in {path}: unknown keys {sorted(unknown)}")
+    return {k: str(v) for k, v in chosen.items()}
+
+
+def _context(name: str | None) -> dict[str, Any]:
+    path, data = _config(required=bool(name))
     contexts = data.get("contexts", {})
     chosen = name or data.get("current")
     if not chosen:

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from playlog.ctl import guide, render
+from playlog.ctl import bxf, guide, render
 from playlog.ctl.completion import bash_completion
 from playlog.ctl.connect import Target, UsageError, metadata, open_channel, resolve
 from playlog.ctl.timefmt import BadValue, human_duration, is_relative, iso_utc, parse_duration, parse_time
@@ -807,7 +807,7 @@ def cmd_clock(ctl: Ctl) -> int:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def _global_options(parser: argparse.ArgumentParser) -> None:
+def _global_options(parser: argparse.ArgumentParser, output: bool = True) -> None:
     g = parser.add_argument_group("connection and output (also accepted after the command)")
     g.add_argument("--server", help="host:port (env PLAYLOG_SERVER; default 127.0.0.1:50051)")
     g.add_argument("--token", help="bearer token (env PLAYLOG_TOKEN)")
@@ -820,9 +820,10 @@ def _global_options(parser: argparse.ArgumentParser) -> None:
         "--context", help="context of the config file (PLAYLOG_CTL_CONFIG, ~/.config/playlog/ctl.toml)"
     )
     g.add_argument("--timeout", type=float, help="seconds per call (default 10)")
-    g.add_argument(
-        "-o", "--output", choices=["table", "json"], help="table (default) or json (protobuf JSON)"
-    )
+    if output:
+        g.add_argument(
+            "-o", "--output", choices=["table", "json"], help="table (default) or json (protobuf JSON)"
+        )
     g.add_argument("--local", action="store_true", help="show times in local time too")
 
 
@@ -947,6 +948,12 @@ def build_parser() -> argparse.ArgumentParser:
     clock.add_parser("get", help="the server's now", parents=[common])
     clock.add_parser("set", help="set the manual clock", parents=[common]).add_argument("time")
     clock.add_parser("advance", help="advance the manual clock", parents=[common]).add_argument("duration")
+
+    # bxf export-as-run takes -o for its output file (SPEC 16), so its
+    # commands get the connection options without -o/--output.
+    files = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _global_options(files, output=False)
+    bxf.register(sub, files)
 
     p = sub.add_parser("completion", help="print a shell completion script", parents=[common])
     p.add_argument("shell", choices=["bash"])

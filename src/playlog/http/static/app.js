@@ -132,6 +132,18 @@ function health(now, engines, runwayMs) {
   return ["ok", "ok"];
 }
 
+// Each engine's applied generation, and how far and how long it lags.
+function Engines({ engines, now }) {
+  if (!engines.length) return html`<span class="muted">no engine</span>`;
+  return engines.map((e) => {
+    const behind = num(e.generations_behind);
+    const nack = num(e.last_nack_utc_ms) && num(e.last_nack_generation_id) >= num(e.applied_generation_id);
+    return html`<span class=${"engine" + (nack ? " nack" : behind ? " lag" : "")} data-engine=${e.engine_id}
+      title=${nack ? `NACK of generation ${e.last_nack_generation_id}: ${e.last_nack_detail}` : ""}>
+      ${e.engine_id}: ${e.applied_generation_id}${behind ? ` (−${behind} for ${span(now - num(e.behind_since_utc_ms))})` : ""}${nack ? " NACK" : ""}</span>`;
+  });
+}
+
 function Overview() {
   const [rows, setRows] = useState(null);
   const [now, setNow] = useState(0);
@@ -177,7 +189,7 @@ function Overview() {
           <td class="num">${onAir ? span(num(onAir.end_utc_ms) - now) : "–"}</td>
           <td>${next ? `${timeOfDay(num(next.start_utc_ms))} ${next.title}` : "–"}</td>
           <td class="num">${channel.current_generation_id}</td>
-          <td>${engines.length ? engines.map((e) => html`<span class="engine">${e.engine_id}: ${e.applied_generation_id}${num(e.generations_behind) ? html` <b>−${e.generations_behind}</b>` : ""}</span>`) : html`<span class="muted">no engine</span>`}</td>
+          <td><${Engines} engines=${engines} now=${now} /></td>
           <td class="num">${runway > 0 ? span(runway) : "none"}</td>
         </tr>`;
       })}</tbody></table>`}
@@ -315,6 +327,7 @@ function Rundown({ channelId, who }) {
       <h1>${channelId}</h1>
       <span class=${"conn " + (live ? "live" : "lost")} data-testid="connection">${live ? "live" : conn.state}</span>
       <span class="muted">generation <b data-testid="generation">${state.generation}</b></span>
+      <span class="muted">engines: <${Engines} engines=${side.engines} now=${now} /></span>
     </header>
     ${!live && conn.staleSince ? html`<div class="stale" data-testid="stale-banner">
       Not live: the data below is stale since ${dateTime(conn.staleSince)} (server time). Reconnecting…</div>` : ""}
