@@ -117,6 +117,8 @@ def test_the_page_shows_a_published_window_with_its_statuses(operator: Page, des
     expect(page.get_by_test_id("clock-next")).to_have_text("20:00")
     # The as-run beside the plan: n0 aired two seconds late.
     expect(_row(page, "n0").locator("td").nth(8)).to_have_text("00:00:02")  # type: ignore[attr-defined]
+    # ... and reconciliation's discrepancies beside it.
+    expect(_row(page, "n0").locator("td").nth(10)).to_contain_text("START_OFF")  # type: ignore[attr-defined]
     expect(page.get_by_test_id("timeline")).to_be_visible()
     # The overview: on air, next, generations, engines, runway.
     overview = page.context.new_page()

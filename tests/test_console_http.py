@@ -454,6 +454,8 @@ async def test_sse_is_the_watch_hub_with_generation_ids_and_resumes_by_last_even
     url = http.base + "/api/v1/channels/news/events"
     async with http.session.get(url) as resp:
         assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        retry = (await resp.content.readline()).decode()
+        assert retry.startswith("retry: ") and 2000 <= int(retry[7:]) < 4000
         assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
         [(kind, ident, data)] = await _events(resp, 1)
         assert kind == "snapshot" and data["complete"] is True and ident == str(generation)

@@ -21,6 +21,7 @@ import hashlib
 import importlib.resources
 import json
 import logging
+import random
 from typing import Any, NoReturn
 
 import grpc
@@ -38,7 +39,8 @@ from playlog.v1 import types_pb2 as pb
 log = logging.getLogger("playlog.http")
 
 PAGE = Access(None)
-# The browser waits this long before reconnecting a lost stream (SSE `retry:`).
+# The browser waits this long, and up to twice as long, before reconnecting a
+# lost stream (SSE `retry:`).
 RECONNECT_MS = 2000
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".md": "text/markdown",
           ".png": "image/png", ".svg": "image/svg+xml"}  # fmt: skip
@@ -160,7 +162,11 @@ class ConsoleRoutes:
             }
         )
         await response.prepare(request)
-        await response.write(f"retry: {RECONNECT_MS}\n\n".encode())
+        # Jittered, so that the browsers of a restarted server do not all come
+        # back in the same instant (kubernetes #6770); each resumes from the
+        # durable history by its Last-Event-ID, not from a fresh snapshot.
+        retry = RECONNECT_MS + random.randrange(RECONNECT_MS)
+        await response.write(f"retry: {retry}\n\n".encode())
         stream = SseStream(request, response)
         emit(log, logging.DEBUG, "console_stream_opened", channel_id=message.channel_id,
              principal=principal.name, after_generation_id=message.after_generation_id)  # fmt: skip

@@ -320,6 +320,8 @@ function Rundown({ channelId, who }) {
     };
   }
   const discrepancies = (side.reconcile && side.reconcile.discrepancies) || [];
+  const flagged = {};
+  for (const d of discrepancies) (flagged[d.block_id] = flagged[d.block_id] || []).push(d.kind.replace("DISCREPANCY_KIND_", ""));
   const live = conn.state === "live";
   return html`<section class="rundown">
     <header class="bar">
@@ -355,7 +357,7 @@ function Rundown({ channelId, who }) {
           <td>${e.is_operator_override ? html`<button class="override" title="open its audit record"
             onClick=${() => setRecord(e.override_record_id)}>override</button>` : ""}</td>
           <td>${aired ? timeOfDay(aired.start) : ""}</td><td>${aired ? timeOfDay(aired.end) : ""}</td>
-          <td class="num">${aired ? span(aired.start - num(e.start_utc_ms)) : ""}</td>
+          <td class="num">${aired ? span(aired.start - num(e.start_utc_ms)) : ""}${flagged[e.block_id] ? html` <span class="flag" title="reconciliation">${flagged[e.block_id].join(", ")}</span>` : ""}</td>
           ${who.operator ? html`<td>${status === "on-air" ? html`<button class="act" onClick=${() => setAction(cutOf(e, now))}>cut…</button>`
             : status !== "past" ? html`<button class="act" onClick=${() => setAction(replaceOf(e))}>replace…</button>
               <button class="act" onClick=${() => setAction(publishOf(e))}>publish…</button>` : ""}</td>` : ""}
