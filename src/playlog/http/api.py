@@ -51,11 +51,9 @@ log = logging.getLogger("playlog.http")
 M = TypeVar("M", bound=Message)
 _PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 _V1 = "/playlog.v1."
-# Reads carry their own role check (the gRPC method's); the edge only
-# establishes who is calling, from a bearer header or the session cookie.
+# Every API route: a reader at least, from a bearer header or the session
+# cookie (the edge checks it); then `call` checks the gRPC method's own role.
 CALLER = Access(Role.READER, session=True)
-# Logging in: anyone may try, the token is the credential.
-ANYONE = Access(None)
 # The window a rundown shows when the page does not say: the recent past
 # (as-run beside plan) and the hours ahead.
 DEFAULT_BEFORE_MS = 2 * 3600 * 1000
