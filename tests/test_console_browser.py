@@ -50,15 +50,19 @@ class Desk:
             [Principal("desk", ["operator"], OPERATOR), Principal("viewer", ["reader"], READER),
              Principal("playout-1", ["engine"], ENGINE)],
         )  # fmt: skip
-        self.http_port = free_port()
-        self.server = Served(
-            tmp / "data", free_port(), "--clock", "manual", "--start-utc-ms", str(START),
-            "--auth-file", str(auth), "--http-listen", f"127.0.0.1:{self.http_port}",
-        )  # fmt: skip
+        self.http_port, self.grpc_port, self.data = free_port(), free_port(), tmp / "data"
+        self.args = ("--clock", "manual", "--start-utc-ms", str(START), "--auth-file", str(auth),
+                     "--http-listen", f"127.0.0.1:{self.http_port}", "--log-level", "debug")  # fmt: skip
+        self.server = Served(self.data, self.grpc_port, *self.args)
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.demo = Demo(self.server.address, bearer(OPERATOR), bearer(ENGINE))
         self.demo.seed()
         self.audit = audit_grpc.AuditServiceStub(self.demo.channel)
+
+    def restart(self) -> None:
+        """The same data directory and addresses (the session key and the
+        manual clock are in the data directory)."""
+        self.server = Served(self.data, self.grpc_port, *self.args)
 
 
 @pytest.fixture(scope="module")
@@ -254,4 +258,22 @@ def test_stopping_the_server_shows_the_connection_state(operator: Page, desk: De
     banner = page.get_by_test_id("stale-banner")
     expect(banner).to_contain_text("stale since")
     expect(banner).to_contain_text("00:46:00")  # the server's last time it heard
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_after_a_restart_the_page_resumes_by_generation_without_a_reload(operator: Page, desk: Desk) -> None:
+    page = operator
+    page.evaluate("window.__before_restart = true")
+    desk.restart()
+    # The browser reconnects by itself, with Last-Event-ID; the session cookie
+    # is still good (its key is in the data directory).
+    expect(page.get_by_test_id("connection")).to_have_text("live", timeout=15_000)
+    expect(page.get_by_test_id("stale-banner")).to_have_count(0)
+    generation = int(page.get_by_test_id("generation").inner_text())
+    opened = [e for e in desk.server.log_events() if e.get("event") == "console_stream_opened"]
+    assert opened[-1]["after_generation_id"] == generation > 0  # resumed, not a fresh snapshot
+    start = T0 + 4 * HOUR
+    desk.demo.publish("news", start, programmes("news", "after-restart-", start, 1))
+    expect(_row(page, "after-restart-0")).to_have_attribute("data-status", "flexible")  # type: ignore[arg-type]
+    assert page.evaluate("window.__before_restart") is True
     assert page.errors == []  # type: ignore[attr-defined]
