@@ -24,7 +24,7 @@ from playlog.auth import Principal as AuthPrincipal
 from playlog.auth import Role
 from playlog.clock import ManualClock
 from playlog.http.console import SseStream
-from playlog.http.session import SessionSigner
+from playlog.http.session import Session, SessionSigner
 from playlog.v1 import audit_service_pb2 as audit
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
@@ -415,6 +415,9 @@ async def test_sessions_token_once_then_a_signed_httponly_strict_cookie_with_rol
 
 def test_a_session_expires_and_cannot_be_forged() -> None:
     signer = SessionSigner(b"k" * 32, ttl_ms=1000)
+    both, _ = signer.issue(AuthPrincipal("two", frozenset({Role.READER, Role.ENGINE})), 5_000)
+    assert "," not in both and '"' not in both  # only cookie-octets: never quoted
+    assert signer.verify(both, 5_000) == Session("two", frozenset({Role.READER, Role.ENGINE}), 6_000)
     value, session = signer.issue(AuthPrincipal("desk", frozenset({Role.OPERATOR})), 5_000)
     assert session.expires_utc_ms == 6_000
     assert signer.verify(value, 5_999) == session

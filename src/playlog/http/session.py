@@ -81,7 +81,8 @@ class SessionSigner:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
     def issue(self, principal: Principal, now_utc_ms: int) -> tuple[str, Session]:
-        roles = ",".join(sorted(r.name.lower() for r in principal.roles))
+        # "+": a comma is not a cookie-octet (RFC 6265), it would be quoted.
+        roles = "+".join(sorted(r.name.lower() for r in principal.roles))
         expires = now_utc_ms + self.ttl_ms
         payload = ".".join(["v1", _b64(principal.name.encode()), roles, str(expires)])
         session = Session(principal.name, principal.roles, expires)
@@ -100,7 +101,7 @@ class SessionSigner:
             return None
         try:
             name = _unb64(parts[1]).decode()
-            roles = frozenset(Role.parse(r) for r in parts[2].split(",") if r)
+            roles = frozenset(Role.parse(r) for r in parts[2].split("+") if r)
         except ValueError:
             return None
         return Session(name, roles, expires)
