@@ -1,8 +1,8 @@
 """The operator console's HTTP layer (SPEC section 15, issue 17) without a
 browser: the page and its headers, the JSON API over the same servicers as
 gRPC, hostile bodies, sessions, Origin, and the SSE feed from the WatchHub.
-In-process on SQLite, on the manual clock (the store behaviour under it is
-the servicers', tested on both stores elsewhere)."""
+In-process on the manual clock; the tests of the demo channel run on both
+stores, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -104,8 +104,9 @@ async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[Runnin
 
 
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[tuple[Running, Http]]:
-    async with served(tmp_path) as (r, http):
+async def console(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Running, Http]]:
+    """The demo on both stores (database_url: "" is SQLite)."""
+    async with served(tmp_path, database_url=database_url) as (r, http):
         await _seed(r)
         yield r, http
 
