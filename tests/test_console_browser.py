@@ -177,6 +177,9 @@ def test_a_reader_cannot_write(browser: Browser, desk: Desk) -> None:
              return [r.status, (await r.json()).code]; }"""
     )
     assert answer == [403, "PERMISSION_DENIED"]
+    # A channel that does not exist says so.
+    page.goto(desk.base + "/#/channel/nope")
+    expect(page.get_by_test_id("read-failure")).to_contain_text("NOT_FOUND")
     page.context.close()
 
 

@@ -204,6 +204,7 @@ function useLive(channelId) {
   const [conn, setConn] = useState({ state: "connecting", staleSince: 0, lastEvent: 0 });
   const [side, setSide] = useState({ asRun: [], reconcile: null, engines: [] });
   const known = useRef({ generation: -1, now: 0 });
+  const [failure, setFailure] = useState(null);
   const refresh = useCallback(async () => {
     const id = encodeURIComponent(channelId);
     const w = await api(`/channels/${id}/window`);
@@ -224,7 +225,7 @@ function useLive(channelId) {
       if (pending) return;
       pending = setTimeout(async () => {
         pending = null;
-        try { await refresh(); } catch (_) { /* the connection state says it */ }
+        try { await refresh(); setFailure(null); } catch (err) { setFailure(err); }
       }, 50);
     };
     const source = new EventSource(`${API}/channels/${encodeURIComponent(channelId)}/events`);
@@ -263,7 +264,7 @@ function useLive(channelId) {
     refetch();
     return () => { closed = true; source.close(); clearInterval(watchdog); if (pending) clearTimeout(pending); };
   }, [channelId, refresh]);
-  return { state, conn, side, refresh };
+  return { state, conn, side, refresh, failure };
 }
 
 function Timeline({ entries, now, lockedUntil }) {
@@ -299,7 +300,7 @@ function RecordDialog({ id, onClose }) {
 }
 
 function Rundown({ channelId, who }) {
-  const { state, conn, side, refresh } = useLive(channelId);
+  const { state, conn, side, refresh, failure } = useLive(channelId);
   const [record, setRecord] = useState(null);
   const [action, setAction] = useState(null);
   const { entries, now, lockedUntil } = state;
@@ -333,6 +334,7 @@ function Rundown({ channelId, who }) {
     </header>
     ${!live && conn.staleSince ? html`<div class="stale" data-testid="stale-banner">
       Not live: the data below is stale since ${dateTime(conn.staleSince)} (server time). Reconnecting…</div>` : ""}
+    ${failure && html`<p class="refusal" data-testid="read-failure">${failure.code}: ${failure.message}</p>`}
     <div class="clocks">
       <div><label>time of day</label><span data-testid="clock-now">${timeOfDay(now)}</span></div>
       <div><label>left on air</label><span class="big" data-testid="clock-left">${onAir ? span(num(onAir.end_utc_ms) - now) : "–"}</span></div>
