@@ -399,10 +399,17 @@ async def test_sessions_token_once_then_a_signed_httponly_strict_cookie_with_rol
         forged.session.cookie_jar.update_cookies({"playlog_session": value})
         status, _, body = await forged.get("/api/v1/channels")
         assert status == 401 and "session" in body["message"]
-        # Removing the principal from the auth file ends its session.
-        write_auth_file(path, [Principal("desk", ["operator"], "desk-token")])
-        assert r.server.credentials is not None
-        r.server.credentials.refresh(force=True)
+        # Removing the principal from the auth file ends its session, and its
+        # open event stream too (at its next event, within a progress interval).
+        async with viewer.session.get(viewer.base + "/api/v1/channels/news/events") as stream:
+            [(kind, _, _)] = await _events(stream, 1)
+            assert kind == "snapshot"
+            write_auth_file(path, [Principal("desk", ["operator"], "desk-token")])
+            assert r.server.credentials is not None
+            r.server.credentials.refresh(force=True)
+            while kind != "error":
+                [(kind, _, data)] = await _events(stream, 1)
+            assert data["code"] == "UNAUTHENTICATED" and data["status"] == 401
         status, _, body = await viewer.get("/api/v1/channels")
         assert status == 401 and "revoked" in body["message"]
         # Signing out drops the cookie.

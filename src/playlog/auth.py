@@ -127,6 +127,27 @@ def required_role(method: str, request: object) -> Role | None:
     return role
 
 
+def reauthenticating_guard(
+    credentials: Credentials | None, authenticate_again: Callable[[], object]
+) -> Callable[[], None] | None:
+    """For a long stream (WatchWindow, the console's events): a guard to call
+    before each event that authenticates the caller again whenever the auth
+    file was reloaded (`authenticate_again` raises if it may no longer make
+    the call); None without auth."""
+    if credentials is None:
+        return None
+    seen = credentials.version
+
+    def guard() -> None:
+        nonlocal seen
+        credentials.refresh()
+        if credentials.version != seen:
+            seen = credentials.version
+            authenticate_again()
+
+    return guard
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

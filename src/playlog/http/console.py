@@ -17,11 +17,13 @@ of data comes from the JSON API, with its authentication.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
 import json
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -29,6 +31,7 @@ from aiohttp import web
 
 from playlog.api import limits
 from playlog.api.errors import abort_for
+from playlog.auth import reauthenticating_guard, stream_guard
 from playlog.domain.validation import quote
 from playlog.events import emit
 from playlog.http.api import CALLER, HttpCallContext, status_of, to_json
@@ -168,22 +171,37 @@ class ConsoleRoutes:
         retry = RECONNECT_MS + random.randrange(RECONNECT_MS)
         await response.write(f"retry: {retry}\n\n".encode())
         stream = SseStream(request, response)
+        guarded = stream_guard.set(self._guard(request))
         emit(log, logging.DEBUG, "console_stream_opened", channel_id=message.channel_id,
              principal=principal.name, after_generation_id=message.after_generation_id)  # fmt: skip
         try:
             await hub.watch(message, stream)  # type: ignore[arg-type]
         except StreamClosed:
             pass
-        except HttpError as exc:
-            await stream._send(
-                "error", {"code": exc.code, "status": exc.status, "message": exc.message}, None
-            )
+        except HttpError as exc:  # the caller lost its right to watch (guard)
+            with contextlib.suppress(StreamClosed):
+                await stream._send(
+                    "error", {"code": exc.code, "status": exc.status, "message": exc.message}, None
+                )
         except Exception as exc:  # the gRPC edge's one mapping, as the stream's last event
             try:
                 await abort_for(exc, stream, "WatchWindow")  # type: ignore[arg-type]
             except (StreamClosed, HttpError):
                 pass
+        finally:
+            stream_guard.reset(guarded)
         return response
+
+    def _guard(self, request: web.Request) -> Callable[[], None] | None:
+        """Called by the hub before each event: after an auth file reload the
+        caller is authenticated again (a removed principal's stream ends with
+        UNAUTHENTICATED, a reader no more with PERMISSION_DENIED), as the gRPC
+        interceptor re-checks a WatchWindow stream. None without auth."""
+
+        def again() -> None:
+            request["principal"] = request["reauthenticate"]()
+
+        return reauthenticating_guard(self.context.credentials, again)
 
 
 def register(app: web.Application, context: EdgeContext) -> None:

@@ -279,6 +279,9 @@ class HttpEdge:
         if access.write:
             self._check_origin(request)
         request["principal"] = principal
+        # A long answer (the console's event stream) asks again who is calling
+        # when the auth file changed, as a WatchWindow stream does.
+        request["reauthenticate"] = functools.partial(self._principal, request, access)
         current_principal.set(principal)
         return await handler(request)
 
