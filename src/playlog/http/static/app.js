@@ -17,6 +17,7 @@ const API = "/api/v1";
 // says the stream is stale.
 const STALE_AFTER_MS = 3500;
 const SILENT_AFTER_MS = 15 * 60000;
+const CUT_LEAD_MS = 10000;
 
 // -- helpers -------------------------------------------------------------------
 
@@ -391,10 +392,12 @@ function publishOf(e) {
 }
 
 function cutOf(e, now) {
-  // The cut point: a few seconds ahead of the server's now, on a whole second,
-  // so that it is still ahead when the operator confirms.
+  // The cut point: ten seconds ahead of the server's now, on a whole second,
+  // so that it is still ahead when the operator confirms (a confirmation
+  // after it has passed is refused as PAST_WINDOW_IMMUTABLE: pick the row's
+  // cut again). Edit it in the JSON for another point.
   const end = num(e.end_utc_ms);
-  const at = Math.min(end - 1000, Math.ceil((now + 5000) / 1000) * 1000);
+  const at = Math.min(end - 1000, Math.ceil((now + CUT_LEAD_MS) / 1000) * 1000);
   return { kind: "publish", cut: true, body: {
     range_start_utc_ms: String(at), range_end_utc_ms: String(end),
     entries: [{ block_id: `${e.block_id}-cut`, block_index: e.block_index, start_utc_ms: String(at),
