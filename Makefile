@@ -12,7 +12,7 @@ DATA_DIR ?= ./var
 LISTEN ?= 127.0.0.1:50051
 HTTP_LISTEN ?= 127.0.0.1:8080
 
-.PHONY: install gen lint test run bench soak clean
+.PHONY: install gen lint test run bench soak screenshots clean
 
 install: $(INSTALL_STAMP) $(GEN_STAMP)
 
@@ -46,8 +46,17 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The console's browser tests drive Debian's chromium: installed here when
+# missing (as root), as clients/build.sh installs the C++ toolchain.
 test: install
+	sh tests/install-chromium.sh
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# docs/console-overview.png and docs/console-rundown.png, taken by the same
+# browser as the tests from a served demo channel.
+screenshots: install
+	sh tests/install-chromium.sh
+	$(BIN)/python -m tests.screenshots docs
 
 run: install
 	$(BIN)/playlog serve --data-dir $(DATA_DIR) --listen $(LISTEN) --http-listen $(HTTP_LISTEN) $(ARGS)

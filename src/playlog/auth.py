@@ -127,6 +127,27 @@ def required_role(method: str, request: object) -> Role | None:
     return role
 
 
+def reauthenticating_guard(
+    credentials: Credentials | None, authenticate_again: Callable[[], object]
+) -> Callable[[], None] | None:
+    """For a long stream (WatchWindow, the console's events): a guard to call
+    before each event that authenticates the caller again whenever the auth
+    file was reloaded (`authenticate_again` raises if it may no longer make
+    the call); None without auth."""
+    if credentials is None:
+        return None
+    seen = credentials.version
+
+    def guard() -> None:
+        nonlocal seen
+        credentials.refresh()
+        if credentials.version != seen:
+            seen = credentials.version
+            authenticate_again()
+
+    return guard
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -284,6 +305,14 @@ class Credentials:
 
     def by_subject(self, subject: str) -> Principal | None:
         return self._table.by_subject.get(normalize_subject(subject))
+
+    def by_name(self, name: str) -> Principal | None:
+        """The principal of that name as the file says now (console sessions are
+        checked against it on every request, so removing one revokes it)."""
+        for principal in (*self._table.by_hash.values(), *self._table.by_subject.values()):
+            if principal.name == name:
+                return principal
+        return None
 
     @property
     def names(self) -> frozenset[str]:

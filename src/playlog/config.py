@@ -34,6 +34,8 @@ class Settings:
     metrics_listen: str = ""
     http_listen: str = ""
     guide_public: bool = False
+    session_key_file: str = ""
+    session_ttl_seconds: int = 43_200
     guide_filler_types: str = "filler,padding,bumper"
     max_message_bytes: int = 4 * 1024 * 1024
     max_entries_per_publish: int = 10_000
@@ -64,7 +66,11 @@ HELP: dict[str, str] = {
     "tls_client_ca": "CA (PEM) for client certificates; enables mutual TLS",
     "insecure": "allow a non-loopback listen address without authentication",
     "metrics_listen": "host:port of the Prometheus metrics HTTP listener (empty: off)",
-    "http_listen": "host:port of the HTTP listener: the guide (XMLTV, M3U, now/next) (empty: off)",
+    "http_listen": "host:port of the HTTP listener: the operator console at /, its JSON API, the guide "
+    "(XMLTV, M3U, now/next) (empty: off)",
+    "session_key_file": "key that signs the console's session cookies (default: session.key in the data "
+    "directory, made on first use; give replicas one file)",
+    "session_ttl_seconds": "how long a console session lasts before its token is asked again",
     "guide_public": "serve the guide without authentication even when auth_file is set",
     "guide_filler_types": "comma-separated segment types a guide never lists (an entry of only these "
     "joins the programme before it)",
@@ -183,6 +189,10 @@ def validate(s: Settings) -> None:
     if not 0 <= s.as_run_tolerance_ms <= 3_600_000:
         raise ConfigError(
             f"as_run_tolerance_ms must be between 0 and 3600000 (1 h), got {s.as_run_tolerance_ms}"
+        )
+    if not 60 <= s.session_ttl_seconds <= 7 * 86_400:
+        raise ConfigError(
+            f"session_ttl_seconds must be between 60 and 604800 (7 days), got {s.session_ttl_seconds}"
         )
     if s.history_retention_publishes < 0:
         raise ConfigError("history_retention_publishes must be >= 0")

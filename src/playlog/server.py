@@ -40,8 +40,11 @@ from playlog.auth import Credentials
 from playlog.clock import ManualClock, SystemClock
 from playlog.config import ConfigError, Settings, filler_types, validate
 from playlog.events import emit
+from playlog.http import api as http_api
+from playlog.http import console as http_console
 from playlog.http import guide as http_guide
-from playlog.http.edge import EdgeContext, HttpEdge, RouteModule
+from playlog.http.edge import EdgeContext, HttpEdge, RouteModule, Services
+from playlog.http.session import SessionSigner, load_key
 from playlog.store.base import ALL_CHANNELS, Store, StoreError
 from playlog.store.sqlite import DataDirInUse, SqliteStore
 from playlog.v1 import (
@@ -76,8 +79,8 @@ SERVICE_NAMES = [
     guide_service_pb2.DESCRIPTOR.services_by_name["GuideService"].full_name,
 ]
 
-# The HTTP edge's route modules (the operator console adds its own).
-HTTP_ROUTES: list[RouteModule] = [http_guide.register]
+# The HTTP edge's route modules: the guide, the console's JSON API, the console.
+HTTP_ROUTES: list[RouteModule] = [http_guide.register, http_api.register, http_console.register]
 # How often the published horizon is checked with nothing else happening, and
 # at most (a burst of publishes is one check, not one per publish).
 HORIZON_CHECK_INTERVAL_S = 60.0
@@ -148,6 +151,17 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
+def session_signer(settings: Settings) -> SessionSigner:
+    """The console's session signer; its key in session_key_file, or in the
+    data directory (made on first use). Replicas of one PostgreSQL store give
+    them all the same session_key_file, so a session works on any of them."""
+    path = Path(settings.session_key_file or Path(settings.data_dir) / "session.key")
+    try:
+        return SessionSigner(load_key(path), settings.session_ttl_seconds * 1000)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"session_key_file {path}: {exc}") from None
+
+
 class PlaylogServer:
     def __init__(
         self,
@@ -191,11 +205,6 @@ class PlaylogServer:
         self.horizons = HorizonWatch(self.guide)
         self._horizon_due = asyncio.Event()
         self._horizon_task: asyncio.Task[None] | None = None
-        self.http = HttpEdge(
-            EdgeContext(settings, self.playlog, self.guide, self.executor, self.credentials),
-            HTTP_ROUTES if http_routes is None else http_routes,
-        )
-        self.http_port = 0
         self.watch = WatchHub(
             self.playlog,
             self.executor,
@@ -205,6 +214,37 @@ class PlaylogServer:
             max_streams=settings.max_concurrent_streams,
             max_message_bytes=settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
         )
+        # One servicer of each service, for gRPC and for the HTTP JSON API alike.
+        self.services = Services(
+            channels=ChannelServicer(self.playlog, self.executor),
+            window=ExecutionWindowServicer(
+                self.playlog,
+                self.executor,
+                self.watch.watch,
+                settings.max_message_bytes - MESSAGE_HEADROOM_BYTES,
+            ),
+            days=ScheduleDayServicer(self.playlog, self.executor),
+            audit=AuditServicer(self.playlog, self.executor),
+            clock=ClockServicer(self.clock, self.playlog, self.executor),
+            engines=EngineServicer(self.playlog, self.engines, self.executor),
+            guide=GuideServicer(
+                self.playlog, self.guide, self.executor, settings.max_message_bytes - MESSAGE_HEADROOM_BYTES
+            ),
+        )
+        self.http = HttpEdge(
+            EdgeContext(
+                settings,
+                self.playlog,
+                self.guide,
+                self.executor,
+                self.credentials,
+                services=self.services,
+                watch=self.watch,
+                signer=session_signer(settings) if self.credentials is not None else None,
+            ),
+            HTTP_ROUTES if http_routes is None else http_routes,
+        )
+        self.http_port = 0
         # The generation gauge: after each committed publish (in commit order),
         # and for the channels known at start-up.
         self.playlog.add_publish_listener(lambda r: metrics.note_generation(r.channel_id, r.generation_id))
@@ -249,33 +289,16 @@ class PlaylogServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        channel_service_pb2_grpc.add_ChannelServiceServicer_to_server(
-            ChannelServicer(self.playlog, self.executor), server
-        )
+        services = self.services
+        channel_service_pb2_grpc.add_ChannelServiceServicer_to_server(services.channels, server)
         execution_window_service_pb2_grpc.add_ExecutionWindowServiceServicer_to_server(
-            ExecutionWindowServicer(
-                self.playlog, self.executor, self.watch.watch, s.max_message_bytes - MESSAGE_HEADROOM_BYTES
-            ),
-            server,
+            services.window, server
         )
-        schedule_day_service_pb2_grpc.add_ScheduleDayServiceServicer_to_server(
-            ScheduleDayServicer(self.playlog, self.executor), server
-        )
-        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(self.playlog, self.executor), server
-        )
-        clock_service_pb2_grpc.add_ClockServiceServicer_to_server(
-            ClockServicer(self.clock, self.playlog, self.executor), server
-        )
-        engine_service_pb2_grpc.add_EngineServiceServicer_to_server(
-            EngineServicer(self.playlog, self.engines, self.executor), server
-        )
-        guide_service_pb2_grpc.add_GuideServiceServicer_to_server(
-            GuideServicer(
-                self.playlog, self.guide, self.executor, s.max_message_bytes - MESSAGE_HEADROOM_BYTES
-            ),
-            server,
-        )
+        schedule_day_service_pb2_grpc.add_ScheduleDayServiceServicer_to_server(services.days, server)
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(services.audit, server)
+        clock_service_pb2_grpc.add_ClockServiceServicer_to_server(services.clock, server)
+        engine_service_pb2_grpc.add_EngineServiceServicer_to_server(services.engines, server)
+        guide_service_pb2_grpc.add_GuideServiceServicer_to_server(services.guide, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server

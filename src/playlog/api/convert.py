@@ -104,6 +104,7 @@ def now_next_to_pb(now_utc_ms: int, answers: Iterable[NowNext]) -> guide_pb.GetN
             actual_start_utc_ms=a.actual_start_utc_ms,
             actual_start_engine_id=a.actual_start_engine_id,
             guide_id=guide_id_of(a.channel),
+            covered_until_utc_ms=a.covered_until_utc_ms,
         )
         if a.on_air is not None:
             item.on_air.CopyFrom(programme_to_pb(a.on_air, now_utc_ms, lock))

@@ -40,6 +40,7 @@ from playlog.auth import (
     bearer_token,
     current_principal,
     hash_token,
+    reauthenticating_guard,
     required_role,
     stream_guard,
 )
@@ -279,19 +280,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         """For a long stream: call before each event to re-authenticate the
         caller after an auth file reload (Refusal if it may no longer make the
         call); None without auth."""
-        credentials = self._credentials
-        if credentials is None:
-            return None
-        seen = credentials.version
-
-        def guard() -> None:
-            nonlocal seen
-            credentials.refresh()
-            if credentials.version != seen:
-                seen = credentials.version
-                current_principal.set(self.authenticate(method, request, context))
-
-        return guard
+        return reauthenticating_guard(
+            self._credentials, lambda: current_principal.set(self.authenticate(method, request, context))
+        )
 
     # -- wrappers -------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ class NowNext:
     next: Programme | None
     actual_start_utc_ms: int = 0
     actual_start_engine_id: str = ""
+    covered_until_utc_ms: int = 0
 
 
 class Guide:
@@ -244,7 +245,7 @@ class Guide:
                     ]
                     if starts:
                         actual, engine = min(starts)
-                out.append(NowNext(g.channel, on_air, nxt, actual, engine))
+                out.append(NowNext(g.channel, on_air, nxt, actual, engine, g.derivation.covered_until_utc_ms))
         return now, out
 
     # -- the horizon -----------------------------------------------------------------------

@@ -34,6 +34,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from playlog import metrics
+from playlog.api.engine_servicer import EngineServicer
+from playlog.api.guide_servicer import GuideServicer
+from playlog.api.servicers import (
+    AuditServicer,
+    ChannelServicer,
+    ClockServicer,
+    ExecutionWindowServicer,
+    ScheduleDayServicer,
+)
+from playlog.api.watch import WatchHub
 from playlog.app.guide import Guide
 from playlog.app.service import Playlog, UnknownChannel
 from playlog.auth import LOCAL_PRINCIPAL, Credentials, Principal, Role, current_principal, hash_token
@@ -41,6 +51,8 @@ from playlog.config import Settings
 from playlog.domain.rejection import MalformedRequest
 from playlog.domain.validation import quote
 from playlog.events import emit
+from playlog.http import session as sessions
+from playlog.http.session import SessionSigner
 from playlog.store.base import StoreError, StoreUnavailable
 
 log = logging.getLogger("playlog.http")
@@ -51,6 +63,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The caller of a route opened to everyone (--guide-public).
 PUBLIC = Principal("public", frozenset())
+# On every answer: the console's scripts, styles and data come from this
+# server only, no inline script or style runs, no other site frames it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +83,11 @@ class Access:
     role: Role | None
     token_in_query: bool = False
     opened_by: str = ""
+    # The console: the session cookie is a credential too.
+    session: bool = False
+    # A write: its Origin must be this server's own (no cross-site request
+    # may write with a browser's cookie).
+    write: bool = False
 
 
 def route(access: Access) -> Callable[[F], F]:
@@ -83,6 +110,15 @@ class EdgeContext:
     guide: Guide
     executor: ThreadPoolExecutor
     credentials: Credentials | None
+    # The servicers the JSON API hands its requests to, the hub its event
+    # streams follow, and the console's session signer (None: no console).
+    services: Services | None = None
+    watch: WatchHub | None = None
+    signer: SessionSigner | None = None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.settings.tls_cert)
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """A blocking call on the store's threads, with this request's context."""
@@ -99,6 +135,19 @@ class EdgeContext:
 
 
 RouteModule = Callable[[web.Application, EdgeContext], None]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The gRPC servicers: the JSON API reaches the same methods."""
+
+    channels: ChannelServicer
+    window: ExecutionWindowServicer
+    days: ScheduleDayServicer
+    audit: AuditServicer
+    clock: ClockServicer
+    engines: EngineServicer
+    guide: GuideServicer
 
 
 class HttpError(Exception):
@@ -163,10 +212,20 @@ def _answer(exc: BaseException, request: web.Request) -> web.Response:
     return web.json_response(_error_body("INTERNAL", "internal error; see the server log"), status=500)
 
 
+async def _secured(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, streams included, carries the security headers."""
+    for header, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(header, value)
+
+
 class HttpEdge:
     def __init__(self, context: EdgeContext, modules: Sequence[RouteModule]) -> None:
         self.context = context
-        self.app = web.Application(middlewares=[self._observed, self._authenticated])
+        self.app = web.Application(
+            middlewares=[self._observed, self._authenticated],
+            client_max_size=context.settings.max_message_bytes,
+        )
+        self.app.on_response_prepare.append(_secured)
         for register in modules:
             register(self.app, context)
         self._runner: web.AppRunner | None = None
@@ -217,7 +276,12 @@ class HttpEdge:
                 403, "PERMISSION_DENIED", f"{request.path} has no access rule; nobody may call it"
             )
         principal = self._principal(request, access)
+        if access.write:
+            self._check_origin(request)
         request["principal"] = principal
+        # A long answer (the console's event stream) asks again who is calling
+        # when the auth file changed, as a WatchWindow stream does.
+        request["reauthenticate"] = functools.partial(self._principal, request, access)
         current_principal.set(principal)
         return await handler(request)
 
@@ -228,6 +292,8 @@ class HttpEdge:
         if credentials is None:
             return LOCAL_PRINCIPAL
         credentials.refresh()
+        if access.session and "Authorization" not in request.headers and sessions.COOKIE in request.cookies:
+            return self._session_principal(request, access, credentials)
         token = self._token(request, access)
         principal = credentials.by_token(token)
         if principal is None:
@@ -245,6 +311,10 @@ class HttpEdge:
                 "its line to the server's auth file",
                 headers={"WWW-Authenticate": 'Bearer realm="playlog"'},
             )
+        return self._allowed(request, access, principal)
+
+    def _allowed(self, request: web.Request, access: Access, principal: Principal) -> Principal:
+        assert access.role is not None
         if not principal.has(access.role):
             roles = ", ".join(sorted(r.name.lower() for r in principal.roles)) or "none"
             needed = access.role.name.lower()
@@ -258,6 +328,37 @@ class HttpEdge:
                 f"{needed} role",
             )
         return principal
+
+    def _session_principal(self, request: web.Request, access: Access, credentials: Credentials) -> Principal:
+        signer = self.context.signer
+        now = sessions.wall_ms()
+        found = signer.verify(request.cookies[sessions.COOKIE], now) if signer is not None else None
+        principal = sessions.current(found, credentials) if found is not None else None
+        if principal is None:
+            reason = "expired or forged session" if found is None else "session of a revoked principal"
+            self._refused("unauthenticated", found.principal if found else "", request, reason=reason)
+            raise HttpError(401, "UNAUTHENTICATED", f"{reason}: sign in again with a token")
+        request["via_session"] = True
+        return self._allowed(request, access, principal)
+
+    def _check_origin(self, request: web.Request) -> None:
+        """A write's Origin, when a browser sends one (it always does for a
+        POST), must be this server's own; a write riding on the session
+        cookie must carry it. A script with a bearer header may omit it."""
+        origin = request.headers.get("Origin")
+        own = f"{request.scheme}://{request.host}"
+        if origin is None and not request.get("via_session"):
+            return
+        if origin != own:
+            self._refused("permission_denied", request.get("principal", PUBLIC).name, request,
+                          reason="cross-origin write", origin=str(origin)[:200])  # fmt: skip
+            raise HttpError(
+                403,
+                "PERMISSION_DENIED",
+                f"Origin: a write must come from this server's own page ({own}), "
+                f"got {quote(str(origin)[:200])}",
+                [{"field": "Origin", "description": f"must be {own}"}],
+            )
 
     def _token(self, request: web.Request, access: Access) -> str:
         header = request.headers.get("Authorization")
