@@ -101,6 +101,15 @@ class Pair:
         accepts writes)."""
         self.run("pg_ctl", "-D", str(self.standby.data), "-w", "-t", "30", "promote")
 
+    def restart_former_primary_alone(self) -> None:
+        """The killed primary started again as it was, a primary on its old
+        timeline that knows nothing of the promotion and, waiting for no
+        standby, takes writes by itself: the split brain a fencing mechanism
+        (Patroni's, a managed service's) exists to prevent."""
+        with (self.primary.data / "postgresql.auto.conf").open("a") as conf:
+            conf.write("synchronous_standby_names = ''\n")
+        self.start(self.primary)
+
     def wait_synchronous(self, timeout: float = 30.0) -> None:
         """Until the primary reports the standby as its synchronous one."""
         deadline = time.monotonic() + timeout

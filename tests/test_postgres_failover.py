@@ -135,6 +135,32 @@ def _on_new_primary(pair: Pair) -> tuple[dict[int, str], set[str], list[str]]:
     return publishes, records, entries
 
 
+async def _prepared(stubs: Any) -> None:
+    await stubs.channel.DeclareChannel(ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR))
+    stored = await stubs.days.StoreScheduleDay(
+        sd.StoreScheduleDayRequest(schedule_day=schedule_day(CH, date_of(DAY1)))
+    )
+    assert stored.ok, stored
+
+
+async def _publish(stubs: Any, prefix: str) -> pb.PublishResult:
+    return await stubs.window.PublishAtomicReplace(
+        ew.PublishAtomicReplaceRequest(
+            channel_id=CH,
+            range_start_utc_ms=DAY1,
+            range_end_utc_ms=DAY1 + DAY,
+            entries=day_of_entries(DAY1, prefix),
+        ),
+        timeout=15,
+    )
+
+
+def _generations(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT generation_id FROM publishes WHERE channel_id = %s ORDER BY 1", (CH,))
+        return [int(r[0]) for r in rows]
+
+
 async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and_the_replica_rides_the_switch(
     pair: Pair, served: ServerProcess, tmp_path: Path
 ) -> None:
@@ -142,11 +168,7 @@ async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and
     stubs = make_stubs(channel)
     health = HealthWatch(SimpleNamespace(address=f"127.0.0.1:{served.port}"))  # type: ignore[arg-type]
     try:
-        await stubs.channel.DeclareChannel(ch.DeclareChannelRequest(channel_id=CH, locked_window_ms=HOUR))
-        stored = await stubs.days.StoreScheduleDay(
-            sd.StoreScheduleDayRequest(schedule_day=schedule_day(CH, date_of(DAY1)))
-        )
-        assert stored.ok, stored
+        await _prepared(stubs)
         await health.until(SERVING)
         watcher = follow(SimpleNamespace(stubs=stubs))  # type: ignore[arg-type]
         await watcher.until(lambda: watcher.snapshots())
@@ -237,6 +259,49 @@ async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and
             au.ListOverrideRecordsRequest(channel_id=CH, page_size=1000)
         )
         assert {r.id for r in listed.records} == records
+    finally:
+        await health.close()
+        await channel.close()
+
+
+async def test_a_former_primary_back_without_demotion_gets_no_write_from_the_replica(
+    pair: Pair, served: ServerProcess
+) -> None:
+    """The old primary returns on its old timeline, first in the address list,
+    taking writes: the replica refuses it (NOT_SERVING, calls UNAVAILABLE)
+    rather than fork the history, and writes to the new primary again once
+    the old one is gone."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{served.port}")
+    stubs = make_stubs(channel)
+    health = HealthWatch(SimpleNamespace(address=f"127.0.0.1:{served.port}"))  # type: ignore[arg-type]
+    try:
+        await _prepared(stubs)
+        assert (await _publish(stubs, "a-")).published_generation_id == 1
+        await asyncio.to_thread(pair.kill_primary)
+        await asyncio.to_thread(pair.promote_standby)
+        await health.until(NOT_SERVING)
+        await health.until(SERVING)
+        assert (await _publish(stubs, "b-")).published_generation_id == 2
+
+        await asyncio.to_thread(pair.restart_former_primary_alone)
+        assert _generations(pair.primary.url) == [1]
+        # The replica's connections to the new primary end (a network blip):
+        # libpq now reaches the former primary first, and it takes writes.
+        with psycopg.connect(pair.standby.url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'playlog-%'"
+            )
+        await health.until(NOT_SERVING)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _publish(stubs, "c-")
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _generations(pair.primary.url) == [1]  # nothing written to the forked history
+
+        await asyncio.to_thread(pair.kill_primary)  # fenced at last
+        await health.until(SERVING, timeout=30)
+        assert (await _publish(stubs, "d-")).published_generation_id == 3
+        assert _generations(pair.standby.url) == [1, 2, 3]
     finally:
         await health.close()
         await channel.close()
