@@ -46,7 +46,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from playlog.domain.model import Channel, OverrideRecord
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
-from playlog.store.base import ALL_CHANNELS, StoreError, StoreListener, StoreUnavailable
+from playlog.store.base import (
+    ALL_CHANNELS,
+    FaultInjector,
+    IntegrityFinding,
+    StoreError,
+    StoreListener,
+    StoreUnavailable,
+    check_schema_known,
+)
 from playlog.store.postgres_schema import MIGRATIONS, PAYLOAD_VERSION
 from playlog.store.sql import SqlStore, SqlView, backfill_payloads
 
@@ -544,6 +552,24 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
         return 0
     version = conn.execute("SELECT version FROM playlog_schema").fetchone()
     return int(version[0]) if version else 0
+
+
+def audit_read_only(url: str, channel_id: str = "") -> list[IntegrityFinding]:
+    """The integrity audit in one READ ONLY transaction (PostgreSQL itself
+    refuses any write in it, and every query sees one snapshot); a schema
+    other than this playlog's is refused, not migrated (SchemaUnknown)."""
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name="playlog-verify"
+        ) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                check_schema_known(schema_version(conn), len(MIGRATIONS), "the PostgreSQL database")
+                return PostgresView(conn, FaultInjector()).verify_integrity(channel_id)
+            finally:
+                conn.execute("ROLLBACK")
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read the PostgreSQL database: {str(exc).strip()}") from exc
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:
