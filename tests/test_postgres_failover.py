@@ -107,6 +107,20 @@ class Writer:
         await asyncio.wait_for(wait(), timeout)
 
 
+async def _read_throughout(stubs: Any, stop: asyncio.Event, codes: list[grpc.StatusCode]) -> None:
+    """Reads as an engine or console makes them, during the switch too."""
+    while not stop.is_set():
+        try:
+            await stubs.window.ReadWindowSnapshot(
+                ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + DAY),
+                timeout=15,
+            )
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+            await asyncio.sleep(0.02)  # a client's retry pause
+
+
 def _on_new_primary(pair: Pair) -> tuple[dict[int, str], set[str], list[str]]:
     """Straight from the promoted server: generation -> override record id
     ('' for none), the override records' ids, the current window's entry ids."""
@@ -162,7 +176,7 @@ def _generations(url: str) -> list[int]:
 
 
 async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and_the_replica_rides_the_switch(
-    pair: Pair, served: ServerProcess, tmp_path: Path
+    pair: Pair, served: ServerProcess, tmp_path: Path, record_property: Any
 ) -> None:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{served.port}")
     stubs = make_stubs(channel)
@@ -175,6 +189,8 @@ async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and
 
         writer = Writer(stubs)
         writing = asyncio.create_task(writer.run())
+        read_codes: list[grpc.StatusCode] = []
+        reading = asyncio.create_task(_read_throughout(stubs, writer.stop, read_codes))
         await writer.until_acked(ACKED_BEFORE_KILL)
 
         await asyncio.to_thread(pair.kill_primary)
@@ -189,6 +205,7 @@ async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and
         await writer.until_acked(len(writer.acked) + ACKED_AFTER_PROMOTION, timeout=30)
         writer.stop.set()
         await asyncio.wait_for(writing, 20)
+        await asyncio.wait_for(reading, 20)
 
         first_after = min(t for a, t in writer.acked_at.items() if t > promoted_at)
         seconds = first_after - promoted_at
@@ -208,9 +225,12 @@ async def test_a_promoted_synchronous_standby_holds_every_acknowledged_write_and
             )
         )
 
+        record_property("promotion_to_first_accepted_write_s", round(seconds, 3))
         # Calls during the switch: UNAVAILABLE, nothing else.
         assert writer.failed, "no call met the switch: the test proved nothing"
         assert set(writer.failed.values()) == {grpc.StatusCode.UNAVAILABLE}, writer.failed
+        assert set(read_codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(read_codes)
+        assert read_codes[-1] == grpc.StatusCode.OK
 
         # Every acknowledged write and record is on the new primary, under the
         # generation it was acknowledged with.
