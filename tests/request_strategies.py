@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import strategies as st
 
 import playlog.v1
-from tests.builders import DAY, T0, date_of
+from tests.builders import DAY, HOUR, T0, date_of
 
 CH = "ch1"
 
@@ -94,7 +94,11 @@ HOSTILE_STRINGS = [
     "9999-12-31",
     "0000-00-00",
 ]
+# The known values three times out of five: a request must get past the
+# first checks to reach the rules and the store behind them.
 strings = st.one_of(
+    st.sampled_from(KNOWN_STRINGS),
+    st.sampled_from(KNOWN_STRINGS),
     st.sampled_from(KNOWN_STRINGS),
     st.sampled_from(HOSTILE_STRINGS),
     st.text(max_size=24),
@@ -120,9 +124,16 @@ _RANGES = {
 
 
 def _integers(low: int, high: int) -> st.SearchStrategy[int]:
-    edges = [v for v in (0, 1, -1, 2, 2**31 - 1, -(2**31), 2**32 - 1, 2**53, 2**63 - 1, -(2**63), 2**64 - 1)]
+    edges = [0, 1, -1, 2, 2**31 - 1, -(2**31), 2**32 - 1, 2**53, 2**63 - 1, -(2**63), 2**64 - 1]
     edges += _TIMES + [t - T0 for t in _TIMES if t > T0] + [3_600_000, 86_400_000]
+    # Plausible values (instants on the hour around the test's days, whole
+    # hours, small counts) as often as the edges and the whole range.
+    plausible = (
+        [T0 + k * HOUR for k in range(-24, 72)] + [k * HOUR for k in range(1, 25)] + list(range(0, 50))
+    )
     return st.one_of(
+        st.sampled_from([v for v in plausible if low <= v <= high]),
+        st.sampled_from([v for v in plausible if low <= v <= high]),
         st.sampled_from(sorted({v for v in edges if low <= v <= high})),
         st.integers(low, high),
         st.integers(max(low, -1000), min(high, 1000)),
@@ -170,7 +181,18 @@ def message_values(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[
             )
         else:
             fields[field.name] = one
-    return st.fixed_dictionaries({}, optional=fields)
+    scalars = {n: v for n, v in fields.items() if _is_single_scalar(descriptor.fields_by_name[n])}
+    rest = {n: v for n, v in fields.items() if n not in scalars}
+    # Either every single scalar set (as a well-meaning client does) or any
+    # subset of the fields.
+    return st.one_of(
+        st.fixed_dictionaries(scalars, optional=rest),
+        st.fixed_dictionaries({}, optional=fields),
+    )
+
+
+def _is_single_scalar(field: FieldDescriptor) -> bool:
+    return field.message_type is None and not field.is_repeated and field.containing_oneof is None
 
 
 def _value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
@@ -221,23 +243,82 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _invalid_utf8(descriptor: Descriptor, number: int, body: bytes) -> bytes:
+def _invalid_utf8(number: int, body: bytes) -> bytes:
     """The body with one more occurrence of a string field, holding bytes that
     are not UTF-8 (a later occurrence of a field wins when it is parsed)."""
     bad = b"\xc3\x28\xff"
     return body + _varint(number << 3 | 2) + _varint(len(bad)) + bad
 
 
-def request_bodies(rpc: Rpc) -> st.SearchStrategy[bytes]:
-    """What a client may put on the wire for this method's request."""
+def _scalar_paths(message: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where a seed holds a single scalar: (field name | index, ...) paths;
+    of a long repeated field, its first and last items only."""
+    paths: list[tuple[Any, ...]] = []
+    for field, value in message.ListFields():
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            continue
+        if field.is_repeated:
+            indexes = sorted({0, len(value) - 1})
+            for i in indexes:
+                if field.message_type is None:
+                    paths.append((*prefix, field.name, i))
+                else:
+                    paths += _scalar_paths(value[i], (*prefix, field.name, i))
+        elif field.message_type is not None:
+            paths += _scalar_paths(value, (*prefix, field.name))
+        else:
+            paths.append((*prefix, field.name))
+    return paths
+
+
+def _mutated(seed: Any, path: tuple[Any, ...], value: Any) -> bytes:
+    message = type(seed)()
+    message.CopyFrom(seed)
+    target, steps = message, list(path)
+    while len(steps) > 1:
+        step = steps.pop(0)
+        target = target[step] if isinstance(step, int) else getattr(target, step)
+    last = steps[0]
+    if isinstance(last, int):
+        target[last] = value
+    else:
+        setattr(target, last, value)
+    return bytes(message.SerializeToString())
+
+
+def _field_at(descriptor: Descriptor, path: tuple[Any, ...]) -> FieldDescriptor:
+    field = None
+    for step in path:
+        if isinstance(step, int):
+            continue
+        field = descriptor.fields_by_name[step]
+        descriptor = field.message_type
+    assert field is not None
+    return field
+
+
+def mutations(seed: Any) -> st.SearchStrategy[bytes]:
+    """A valid request with one of its scalars replaced by a drawn value: the
+    requests that reach the rules past the edge's checks."""
+    paths = _scalar_paths(seed)
+    return st.sampled_from(paths).flatmap(
+        lambda path: _scalar(_field_at(seed.DESCRIPTOR, path)).map(lambda value: _mutated(seed, path, value))
+    )
+
+
+def request_bodies(rpc: Rpc, seeds: list[Any] = ()) -> st.SearchStrategy[bytes]:  # type: ignore[assignment]
+    """What a client may put on the wire for this method's request; `seeds`,
+    valid requests of it, are sent as they are and mutated one field at a time."""
     messages = message_values(rpc.request).map(lambda values: _build(rpc.request, values).SerializeToString())
+    if seeds:
+        valid = st.sampled_from([bytes(seed.SerializeToString()) for seed in seeds])
+        mutated = st.one_of(*[mutations(seed) for seed in seeds])
+        messages = st.one_of(valid, mutated, mutated, messages)
     string_fields = [f.number for f in rpc.request.fields if f.type == FieldDescriptor.TYPE_STRING]
     wire = [st.binary(max_size=48), messages.map(lambda b: b[: max(0, len(b) - 1)] + b"\x80")]
     if string_fields:
         wire.append(
-            st.tuples(st.sampled_from(string_fields), messages).map(
-                lambda nb: _invalid_utf8(rpc.request, nb[0], nb[1])
-            )
+            st.tuples(st.sampled_from(string_fields), messages).map(lambda nb: _invalid_utf8(nb[0], nb[1]))
         )
     # Well-formed messages most of the time: they are what reach the rules.
     return st.one_of(messages, messages, messages, *wire)
