@@ -2,7 +2,8 @@
 ServerReflectionInfo, the server's one stream-request method) whose message
 does not parse is INVALID_ARGUMENT like a unary one, never grpc's UNKNOWN; and
 a request with thousands of violations is logged as one bounded line (the
-first violations and a count), not one line as long as the request."""
+first violations and a count), not one line as long as the request; and a
+method a servicer never implemented is UNIMPLEMENTED, not INTERNAL."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from playlog.api.errors import abort_for
 from playlog.events import MAX_LOGGED_VIOLATIONS
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import types_pb2 as pb
@@ -83,3 +86,35 @@ async def test_a_request_with_ten_thousand_violations_is_logged_as_one_bounded_l
     assert event["detail"].endswith(f"… and {event['field_violations_total'] - MAX_LOGGED_VIOLATIONS} more")
     assert all(len(v["field"]) <= 200 and len(v["rule"]) <= 200 for v in event["field_violations"])
     assert len(json.dumps(event)) < 12_000
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What abort_for needs of a servicer context: abort, which ends the call."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise _Aborted
+
+
+async def test_a_method_nobody_implemented_is_unimplemented_not_internal() -> None:
+    """A generated servicer base class raises NotImplementedError for a method
+    without an implementation (grpc's asyncio health servicer had no List):
+    the caller is told UNIMPLEMENTED, as grpc itself would, not INTERNAL."""
+    context = _Context()
+    with pytest.raises(_Aborted):
+        await abort_for(NotImplementedError("Method not implemented!"), context, "/x.v1.S/M")  # type: ignore[arg-type]
+    assert context.aborted == (grpc.StatusCode.UNIMPLEMENTED, "/x.v1.S/M is not implemented by this server")
+
+
+async def test_health_list_answers_every_service(running: Running) -> None:
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        statuses = (await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())).statuses
+    assert statuses[""].status == health_pb2.HealthCheckResponse.SERVING
+    assert statuses["playlog.v1.ChannelService"].status == health_pb2.HealthCheckResponse.SERVING
