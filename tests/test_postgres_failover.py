@@ -12,7 +12,11 @@ went NOT_SERVING then SERVING without a restart; its watcher heard every
 generation once, in order, with no reset, and a watcher that resumes with
 after_generation_id after the switch gets the rest with no reset either. The
 seconds from promotion to the first accepted write are printed and written to
-the test's log directory.
+the test's log directory (and the test report's properties).
+
+Two neighbours of a failover: a former primary that comes back without being
+demoted gets no write (the replica refuses an older WAL timeline), and a
+database that turns read-only answers writes UNAVAILABLE, not INTERNAL.
 """
 
 from __future__ import annotations
@@ -28,15 +32,17 @@ import grpc
 import psycopg
 import pytest
 
+from playlog.clock import ManualClock
 from playlog.v1 import audit_service_pb2 as au
 from playlog.v1 import channel_service_pb2 as ch
 from playlog.v1 import execution_window_service_pb2 as ew
 from playlog.v1 import schedule_day_service_pb2 as sd
 from playlog.v1 import types_pb2 as pb
 from tests.builders import DAY, HOUR, T0, date_of, day_of_entries, schedule_day
-from tests.conftest import make_stubs
+from tests.conftest import make_stubs, start_server
 from tests.followers import CH, follow
 from tests.pg_standby import Pair, primary_and_standby
+from tests.postgres import ADMIN_URL, fresh_postgres_database
 from tests.test_database_outage import NOT_SERVING, SERVING, HealthWatch
 from tests.test_engine_clients import ServerProcess, free_port
 
@@ -339,3 +345,45 @@ async def test_a_former_primary_back_without_demotion_gets_no_write_from_the_rep
     finally:
         await health.close()
         await channel.close()
+
+
+async def test_a_database_that_turns_read_only_answers_unavailable_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A server that takes no writes on connections that reach it (a standby
+    behind a stale address, a managed service's read-only mode when its disk
+    fills: default_transaction_read_only) makes writes UNAVAILABLE, not
+    INTERNAL; reads go on, and writes resume once it takes them again."""
+    with fresh_postgres_database() as url:
+        r = await start_server(tmp_path / "data", ManualClock(T0), database_url=url)
+        try:
+            await _prepared(r.stubs)
+            assert (await _publish(r.stubs, "a-")).published_generation_id == 1
+
+            def reconnect_all(read_only: bool) -> None:
+                # The setting applies to new connections: end the replica's.
+                with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                    name = url.rsplit("/", 1)[1]
+                    setting = "on" if read_only else "off"
+                    admin.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = {setting}")
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND application_name LIKE 'playlog-%%'",
+                        (name,),
+                    )
+
+            await asyncio.to_thread(reconnect_all, True)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _publish(r.stubs, "b-")
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "read-only" in (refused.value.details() or "")
+            snapshot = await r.stubs.window.ReadWindowSnapshot(
+                ew.ReadWindowSnapshotRequest(channel_id=CH, start_utc_ms=DAY1, end_utc_ms=DAY1 + DAY)
+            )
+            assert snapshot.channel_generation_id == 1 and snapshot.entries[0].block_id == "a-0"
+
+            await asyncio.to_thread(reconnect_all, False)
+            assert (await _publish(r.stubs, "c-")).published_generation_id == 2
+            assert _generations(url) == [1, 2]
+        finally:
+            await r.server.stop(0)
