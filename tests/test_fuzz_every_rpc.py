@@ -43,7 +43,7 @@ NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 # A stream is read until its first message: a watch that is open and quiet
 # after this long has answered well enough.
 FIRST_MESSAGE_S = 1.0
-EXAMPLES = 20
+EXAMPLES = 30
 
 
 def _seeds() -> dict[str, list[Any]]:
