@@ -165,8 +165,9 @@ def _dispatch_safely(payload: str, listener: StoreListener) -> None:
 def _is_unavailable(exc: BaseException) -> bool:
     # OperationalError: the connection was lost or refused, the server shuts
     # down, or a lock or statement timeout / deadlock ended the statement.
-    # ReadOnlySqlTransaction: the server reached is a standby (or a primary
-    # being demoted). All mean "nothing was applied, try again", not a bug.
+    # ReadOnlySqlTransaction: the server takes no writes (a standby, or a
+    # database in read-only mode, as managed services set when a disk fills).
+    # All mean "nothing was applied, try again", not a bug.
     return isinstance(exc, (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction))
 
 
@@ -294,7 +295,7 @@ class PostgresStore(SqlStore):
             elif isinstance(exc, PoolTimeout):
                 reason = "no database connection could be had in time"
             elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
-                reason = "the database server reached is read-only (a standby)"
+                reason = "the database is read-only (a standby, or in read-only mode)"
             else:
                 reason = "the database connection failed"
             detail = str(exc).strip() or type(exc).__name__
@@ -347,7 +348,8 @@ class PostgresStore(SqlStore):
             try:
                 yield conn
             except psycopg.errors.ReadOnlySqlTransaction:
-                # The server was demoted under this connection: never reuse it.
+                # This connection takes no writes: never reuse it, so that the
+                # next one chooses among the hosts afresh.
                 conn.close()
                 self._suspect.set()
                 raise
