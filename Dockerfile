@@ -9,7 +9,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml Makefile buf.yaml README.md ./
+COPY pyproject.toml Makefile buf.yaml README.md LICENSE NOTICE ./
 COPY protos ./protos
 COPY src ./src
 RUN make gen && .venv/bin/pip wheel --no-deps -w /wheels .

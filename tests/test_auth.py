@@ -866,6 +866,10 @@ async def test_health_probes_and_reflection_need_no_credentials(authed: Authed) 
         health = health_pb2_grpc.HealthStub(channel)
         answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        # List (grpc.health.v1's newer method) tells what Check would of each.
+        statuses = (await health.List(health_pb2.HealthListRequest())).statuses
+        assert statuses[""].status == health_pb2.HealthCheckResponse.SERVING
+        assert "playlog.v1.ExecutionWindowService" in statuses
 
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")

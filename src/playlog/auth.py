@@ -105,9 +105,11 @@ REQUIRED_ROLE: dict[str, Role] = {
 }
 # Probes must work without credentials, and so must reflection: it reveals only
 # the public contract (the protos), and grpcurl needs it for a health check.
+# Health/List tells no more than Check asked of each service.
 OPEN_METHODS = frozenset(
     {
         "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/List",
         "/grpc.health.v1.Health/Watch",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -28,8 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the gRPC service")
     config.add_arguments(serve)
 
-    verify = sub.add_parser("verify", help="run the integrity audit on a data directory, offline")
-    verify.add_argument("--data-dir", default="./var", help="data directory (default ./var)")
+    verify = sub.add_parser(
+        "verify",
+        help="run the integrity audit on a store, read-only (exit 0 clean, 1 violations, 2 cannot audit)",
+    )
+    verify.add_argument("--data-dir", default="./var", help="SQLite data directory (default ./var)")
+    verify.add_argument(
+        "--database-url",
+        default=os.environ.get("PLAYLOG_DATABASE_URL", ""),
+        help="PostgreSQL URL (postgresql://...) instead of a data directory (env PLAYLOG_DATABASE_URL)",
+    )
     verify.add_argument("--channel-id", default="", help="only this channel")
 
     token = sub.add_parser("token", help="create a bearer token and print the auth file entry")
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "verify":
-        return _verify(args.data_dir, args.channel_id)
+        return _verify(args.data_dir, args.database_url, args.channel_id)
     if args.command == "health":
         return _health(args)
     return _token(args.name, args.role)
@@ -138,22 +146,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(data_dir: str, channel_id: str) -> int:
-    from pathlib import Path
+def _verify(data_dir: str, database_url: str, channel_id: str) -> int:
+    from playlog.store.base import StoreError
 
-    from playlog.store.sqlite import DB_FILE, SqliteStore
-
-    if not (Path(data_dir) / DB_FILE).exists():
-        print(f"playlog verify: no store in {data_dir}", file=sys.stderr)
-        return 2
-    # Without the data directory's lock: the audit only reads, and runs while a
-    # server serves the directory.
-    store = SqliteStore(data_dir, read_connections=1, lock=False)
+    # Read-only on both stores, and no data directory lock: the audit runs
+    # beside a serving process and never migrates or changes what it audits.
     try:
-        with store.read() as r:
-            findings = r.verify_integrity(channel_id)
-    finally:
-        store.close()
+        if database_url:
+            from playlog.store.postgres import audit_read_only as audit_postgres
+
+            findings = audit_postgres(database_url, channel_id)
+        else:
+            from playlog.store.sqlite import audit_read_only as audit_sqlite
+
+            findings = audit_sqlite(data_dir, channel_id)
+    except StoreError as exc:
+        print(f"playlog verify: {exc}", file=sys.stderr)
+        return 2
     for f in findings:
         print(json.dumps({"kind": f.kind, "channel_id": f.channel_id, "detail": f.detail}))
     print(f"{len(findings)} violation(s) found", file=sys.stderr)

@@ -85,6 +85,17 @@ def log_rejection(
     emit(violations_log, logging.WARNING, "mutation_rejected", **fields)
 
 
+# A malformed request's event names its first violations, each clipped, and
+# counts the rest: a request with 10,000 bad entries is one line of a few
+# kilobytes, not megabytes (the caller's answer is bounded the same way).
+MAX_LOGGED_VIOLATIONS = 20
+MAX_LOGGED_CHARS = 200
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LOGGED_CHARS else text[: MAX_LOGGED_CHARS - 1] + "…"
+
+
 def log_malformed(
     rpc: str,
     channel_id: str,
@@ -92,20 +103,26 @@ def log_malformed(
     operator_override: bool,
     mutation_source: str,
 ) -> None:
+    shown = [
+        {"field": _clip(v.field), "rule": _clip(v.rule)} for v in error.violations[:MAX_LOGGED_VIOLATIONS]
+    ]
+    more = len(error.violations) - len(shown)
+    detail = "; ".join(f"{v['field']}: {v['rule']}" for v in shown) + (f"; … and {more} more" if more else "")
     _log_refused_input(
         rpc,
         mutation_source,
-        str(error),
+        detail,
         operator_override,
-        channel_id=channel_id,
-        field_violations=[{"field": v.field, "rule": v.rule} for v in error.violations],
+        channel_id=_clip(channel_id),
+        field_violations=shown,
+        field_violations_total=len(error.violations),
     )
 
 
 def log_unreadable_request(rpc: str, message_type: str, detail: str, mutation_source: str) -> None:
     """A request body that does not parse as its message type: a refusal like
     any malformed request (a warning, no traceback)."""
-    _log_refused_input(rpc, mutation_source, detail, False, message_type=message_type)
+    _log_refused_input(rpc, mutation_source, _clip(detail), False, message_type=message_type)
 
 
 def _log_refused_input(

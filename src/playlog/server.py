@@ -162,6 +162,26 @@ def session_signer(settings: Settings) -> SessionSigner:
         raise ConfigError(f"session_key_file {path}: {exc}") from None
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's asyncio health servicer, with the List method of
+    grpc.health.v1 that it lacks (its base class answers UNIMPLEMENTED)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._statuses: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+
+    async def set(self, service: str, status: Any) -> None:
+        self._statuses[service] = status
+        await super().set(service, status)
+
+    async def List(self, request: Any, context: Any) -> Any:
+        # The typing stubs of grpc_health predate List: the message by name.
+        response: Any = getattr(health_pb2, "HealthListResponse")  # noqa: B009
+        return response(
+            statuses={name: health_pb2.HealthCheckResponse(status=s) for name, s in self._statuses.items()}
+        )
+
+
 class PlaylogServer:
     def __init__(
         self,
@@ -255,7 +275,7 @@ class PlaylogServer:
         add_clock_listener = getattr(self.clock, "add_listener", None)
         if add_clock_listener is not None:
             add_clock_listener(self._horizon_changed)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.port = 0
         self.metrics_port = 0
         self._metrics_http: WSGIServer | None = None

@@ -147,5 +147,9 @@ async def abort_for(exc: BaseException, context: Context, method: str) -> None:
     if isinstance(exc, StoreError):
         emit(log, logging.ERROR, "store_failure", rpc=method, error=str(exc))
         await context.abort(grpc.StatusCode.INTERNAL, clip_message(f"storage failure: {exc}"))
+    if type(exc) is NotImplementedError:
+        # What a generated servicer base class raises for a method nobody
+        # implemented: grpc itself would answer UNIMPLEMENTED.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
     emit(log, logging.ERROR, "internal_error", exc_info=exc, rpc=method, error=repr(exc))
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")

@@ -12,7 +12,8 @@ Server-streaming calls re-check their caller whenever the auth file is
 reloaded, so a revoked principal's WatchWindow ends at its next event.
 
 Hostile input stops here too: a request body that does not parse as its
-message type is INVALID_ARGUMENT (not grpc's UNKNOWN with a traceback), and
+message type is INVALID_ARGUMENT (not grpc's UNKNOWN with a traceback), in a
+unary request and in any message of a request stream (reflection), and
 every number of every playlog.v1 request is range-checked (api.limits) right
 after authentication.
 """
@@ -131,7 +132,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.stream_unary, streaming_request=True),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
@@ -139,7 +140,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 self._wrap_unary_stream(
                     method, cast(StreamBehavior, handler.stream_stream), streaming_request=True
                 ),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -260,9 +261,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         principal = self.authenticate(method, request, context)
         current_principal.set(principal)
         if isinstance(request, Unreadable):
-            message = f"request body is not a valid {request.message_type}: {request.error}"
-            log_unreadable_request(_rpc_name(method), request.message_type, message, principal.name)
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, message)
+            raise _unreadable(method, request, principal)
         if isinstance(request, Message) and method.startswith(CHECKED_PREFIX):
             try:
                 limits.check(request)
@@ -301,7 +300,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 self._admit(method, None if streaming_request else request, context)
                 if guarded_stream:
                     stream_guard.set(self._guard(method, request, context))
-                return await behavior(request, context)
+                return await behavior(_readable(method, request) if streaming_request else request, context)
             except Refusal as refusal:
                 status = refusal.code.name
                 await context.abort(refusal.code, refusal.message)
@@ -334,7 +333,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             try:
                 self._admit(method, checked, context)
                 guard = self._guard(method, checked, context)
-                stream = behavior(request, context)
+                stream = behavior(_readable(method, request) if streaming_request else request, context)
                 async for item in stream:
                     if guard is not None:
                         guard()
@@ -362,6 +361,22 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     await aclose()  # the servicer's cleanup runs now, not at garbage collection
 
         return wrapped
+
+
+def _unreadable(method: str, request: Unreadable, principal: Principal) -> Refusal:
+    message = f"request body is not a valid {request.message_type}: {request.error}"
+    log_unreadable_request(_rpc_name(method), request.message_type, message, principal.name)
+    return Refusal(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+async def _readable(method: str, requests: object) -> AsyncIterator[Any]:
+    """A request stream as the servicer reads it, ended by a Refusal
+    (INVALID_ARGUMENT, through the servicer and out of the wrapper) at the
+    first message that did not parse."""
+    async for request in cast(AsyncIterator[Any], requests):
+        if isinstance(request, Unreadable):
+            raise _unreadable(method, request, current_principal.get())
+        yield request
 
 
 def _rpc_name(method: str) -> str:

@@ -26,6 +26,27 @@ class StoreError(Exception):
     """A storage failure the caller cannot fix (INTERNAL at the edge)."""
 
 
+class SchemaUnknown(StoreError):
+    """The store's schema is not the version this playlog knows (an audit
+    that only reads will not migrate it)."""
+
+
+def check_schema_known(found: int, known: int, store: str) -> None:
+    """Raises SchemaUnknown unless the store's schema is this playlog's."""
+    if found == 0:
+        raise SchemaUnknown(f"{store} holds no playlog schema")
+    if found < known:
+        raise SchemaUnknown(
+            f"{store} has schema version {found}, older than this playlog's {known}: it was last served by "
+            "an older playlog. `playlog serve` migrates it on start; verify never changes a store"
+        )
+    if found > known:
+        raise SchemaUnknown(
+            f"{store} has schema version {found}, newer than this playlog knows ({known}): verify it with "
+            "the playlog that serves it, or upgrade this one"
+        )
+
+
 class StoreUnavailable(StoreError):
     """The database cannot be reached or answered too late (a lost connection,
     a restart, a lock or statement timeout): nothing was applied; retry

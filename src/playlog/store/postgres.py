@@ -18,6 +18,15 @@ Connections come from psycopg_pool pools, which replace broken connections
 by themselves. The listener's connection doubles as the replica's view of the
 database's health: when it is lost, the store is unavailable (calls fail at
 once with StoreUnavailable, health says NOT_SERVING) until it reconnects.
+
+A failover (the primary lost, a standby promoted) is an outage with a new
+server behind it: given a multi-host URL with target_session_attrs=read-write,
+libpq connects to whichever host accepts writes. Every new connection reports
+the server's WAL timeline, which a promotion increments: a connection to a
+server on an older timeline than one already seen (a former primary back
+without having been demoted, which would fork the history) or to a read-only
+one (a standby) is refused, so that no write of this replica lands anywhere
+but on the newest primary.
 """
 
 from __future__ import annotations
@@ -37,7 +46,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from playlog.domain.model import Channel, OverrideRecord
 from playlog.domain.publish import PublishPlan
 from playlog.events import emit
-from playlog.store.base import ALL_CHANNELS, StoreError, StoreListener, StoreUnavailable
+from playlog.store.base import (
+    ALL_CHANNELS,
+    FaultInjector,
+    IntegrityFinding,
+    StoreError,
+    StoreListener,
+    StoreUnavailable,
+    check_schema_known,
+)
 from playlog.store.postgres_schema import MIGRATIONS, PAYLOAD_VERSION
 from playlog.store.sql import SqlStore, SqlView, backfill_payloads
 
@@ -147,9 +164,28 @@ def _dispatch_safely(payload: str, listener: StoreListener) -> None:
 
 def _is_unavailable(exc: BaseException) -> bool:
     # OperationalError: the connection was lost or refused, the server shuts
-    # down, or a lock or statement timeout / deadlock ended the statement. All
-    # mean "nothing was applied, try again", not a bug.
-    return isinstance(exc, (psycopg.OperationalError, PoolTimeout))
+    # down, or a lock or statement timeout / deadlock ended the statement.
+    # ReadOnlySqlTransaction: the server takes no writes (a standby, or a
+    # database in read-only mode, as managed services set when a disk fills).
+    # All mean "nothing was applied, try again", not a bug.
+    return isinstance(exc, (psycopg.OperationalError, PoolTimeout, psycopg.errors.ReadOnlySqlTransaction))
+
+
+class WrongServer(psycopg.OperationalError):
+    """A connection reached a server this replica must not write to."""
+
+
+def server_timeline(conn: psycopg.Connection[Any]) -> int:
+    """The WAL timeline the server writes on (the first 8 hex digits of its
+    current WAL file's name); a server in recovery (a standby) has none to
+    write on and is refused."""
+    try:
+        row = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+    except psycopg.errors.ObjectNotInPrerequisiteState as exc:  # "recovery is in progress"
+        raise WrongServer(f"the server is a read-only standby ({str(exc).strip()})") from exc
+    if row is None:
+        raise WrongServer("the server did not say which WAL timeline it is on")
+    return int(str(row[0])[:8], 16)
 
 
 class PostgresStore(SqlStore):
@@ -183,8 +219,12 @@ class PostgresStore(SqlStore):
             "keepalives_interval": 2,
             "keepalives_count": 3,
         }
+        # The newest timeline seen on any connection (see the module's note).
+        self._timeline = 0
+        self._timeline_guard = threading.Lock()
         try:
             with psycopg.connect(url, **self._connect_kwargs, application_name="playlog-migrate") as conn:
+                self._check_server(conn)
                 migrate(conn)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -212,10 +252,36 @@ class PostgresStore(SqlStore):
             # again by the next call that needs it (PostgreSQL is back by then,
             # or the call fails fast as unavailable).
             reconnect_timeout=10.0,
+            configure=self._check_server,
             open=False,
         )
         pool.open(wait=False)
         return pool
+
+    def _check_server(self, conn: psycopg.Connection[Any]) -> None:
+        """Every new connection, before its first use: refused (WrongServer)
+        if its server is a standby or on an older timeline than one this
+        replica already wrote to; a newer timeline (a promotion) is noted."""
+        timeline = server_timeline(conn)
+        with self._timeline_guard:
+            seen = self._timeline
+            if timeline < seen:
+                raise WrongServer(
+                    f"the server at {conn.info.host}:{conn.info.port} is on WAL timeline {timeline}, older "
+                    f"than timeline {seen} already written to: a former primary that was not demoted"
+                )
+            self._timeline = timeline
+        if seen and timeline > seen:
+            # A promotion. Writes acknowledged on the old timeline are on this
+            # one only if the standby was synchronous (see the README).
+            emit(
+                log,
+                logging.WARNING,
+                "database_timeline_changed",
+                from_timeline=seen,
+                to_timeline=timeline,
+                server=f"{conn.info.host}:{conn.info.port}",
+            )
 
     # -- errors and availability ----------------------------------------------
 
@@ -228,6 +294,8 @@ class PostgresStore(SqlStore):
                 reason = "the database did not answer within statement_timeout"
             elif isinstance(exc, PoolTimeout):
                 reason = "no database connection could be had in time"
+            elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+                reason = "the database is read-only (a standby, or in read-only mode)"
             else:
                 reason = "the database connection failed"
             detail = str(exc).strip() or type(exc).__name__
@@ -279,13 +347,20 @@ class PostgresStore(SqlStore):
                 continue
             try:
                 yield conn
+            except psycopg.errors.ReadOnlySqlTransaction:
+                # This connection takes no writes: never reuse it, so that the
+                # next one chooses among the hosts afresh.
+                conn.close()
+                self._suspect.set()
+                raise
             finally:
                 pool.putconn(conn)
             return
 
-    def _started_write(self, conn: Any, channel_id: str) -> str:
+    def _started_write(self, conn: Any, channel_id: str) -> tuple[str, int]:
         """Takes the channel's lock; the transaction's id (in the same round
-        trip), by which a commit whose answer was lost is resolved."""
+        trip) and the timeline it runs on, by which a commit whose answer was
+        lost is resolved."""
         if channel_id:
             row = conn.execute(
                 "SELECT pg_current_xact_id()::text, pg_advisory_xact_lock(%s, hashtext(%s))",
@@ -293,9 +368,9 @@ class PostgresStore(SqlStore):
             ).fetchone()
         else:
             row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
-        return str(row[0])
+        return str(row[0]), self._timeline
 
-    def _commit(self, conn: Any, started: str) -> None:
+    def _commit(self, conn: Any, started: tuple[str, int]) -> None:
         """COMMIT; if the connection is lost before its answer arrives, the
         database is asked what became of the transaction, so that a write
         that did commit is reported as committed (its listeners told), one
@@ -303,9 +378,9 @@ class PostgresStore(SqlStore):
         try:
             conn.execute("COMMIT")
         except psycopg.OperationalError as exc:
-            status = self._transaction_status(started)
+            status = self._transaction_status(*started)
             if status == "committed":
-                emit(log, logging.WARNING, "commit_answer_lost", xact_id=started, outcome="committed")
+                emit(log, logging.WARNING, "commit_answer_lost", xact_id=started[0], outcome="committed")
                 return
             if status == "aborted":
                 raise
@@ -314,12 +389,18 @@ class PostgresStore(SqlStore):
                 f"read ({status}): the write may have been applied; read before retrying"
             ) from exc
 
-    def _transaction_status(self, xact_id: str) -> str:
+    def _transaction_status(self, xact_id: str, timeline: int) -> str:
         """pg_xact_status of a transaction, read on a connection of its own
-        (waiting briefly while its backend is still finishing it)."""
+        (waiting briefly while its backend is still finishing it). Only the
+        server on the transaction's timeline can say: after a promotion the
+        new primary reuses transaction ids the old one had handed out, and
+        would answer for another transaction."""
         deadline = time.monotonic() + 5.0
         try:
             with psycopg.connect(self.url, **self._connect_kwargs, application_name="playlog-probe") as conn:
+                now_on = server_timeline(conn)
+                if now_on != timeline:
+                    return f"unknown: the database failed over (timeline {timeline} -> {now_on})"
                 while True:
                     row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xact_id,)).fetchone()
                     status = str(row[0]) if row and row[0] else "unknown"
@@ -399,7 +480,7 @@ class PostgresStore(SqlStore):
             pass
         try:
             with psycopg.connect(self.url, **self._connect_kwargs, application_name="playlog-probe") as conn:
-                conn.execute("SELECT 1")
+                self._check_server(conn)
         except psycopg.Error as exc:
             self._set_available(False, str(exc).strip() or type(exc).__name__, listener)
             return False
@@ -426,6 +507,7 @@ class PostgresStore(SqlStore):
                 with psycopg.connect(
                     self.url, **self._connect_kwargs, application_name="playlog-listen"
                 ) as conn:
+                    self._check_server(conn)
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     backoff = 0.1
                     probed = time.monotonic()
@@ -472,6 +554,24 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
         return 0
     version = conn.execute("SELECT version FROM playlog_schema").fetchone()
     return int(version[0]) if version else 0
+
+
+def audit_read_only(url: str, channel_id: str = "") -> list[IntegrityFinding]:
+    """The integrity audit in one READ ONLY transaction (PostgreSQL itself
+    refuses any write in it, and every query sees one snapshot); a schema
+    other than this playlog's is refused, not migrated (SchemaUnknown)."""
+    try:
+        with psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name="playlog-verify"
+        ) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                check_schema_known(schema_version(conn), len(MIGRATIONS), "the PostgreSQL database")
+                return PostgresView(conn, FaultInjector()).verify_integrity(channel_id)
+            finally:
+                conn.execute("ROLLBACK")
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot read the PostgreSQL database: {str(exc).strip()}") from exc
 
 
 def migrate(conn: psycopg.Connection[Any]) -> int:

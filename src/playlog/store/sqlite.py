@@ -14,7 +14,13 @@ import os
 import sqlite3
 from pathlib import Path
 
-from playlog.store.base import StoreError, StoreListener
+from playlog.store.base import (
+    FaultInjector,
+    IntegrityFinding,
+    StoreError,
+    StoreListener,
+    check_schema_known,
+)
 from playlog.store.sql import GroupCommitStore, SqlView, backfill_payloads
 from playlog.store.sqlite_schema import MIGRATIONS, PAYLOAD_VERSION
 
@@ -113,6 +119,29 @@ def _checkpoint(writer: sqlite3.Connection) -> None:
 
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def audit_read_only(data_dir: str | Path, channel_id: str = "") -> list[IntegrityFinding]:
+    """The integrity audit on a read-only connection (`mode=ro`: SQLite
+    itself refuses any write), without the data directory's lock, so that it
+    runs beside the serving process; a schema other than this playlog's is
+    refused, not migrated (SchemaUnknown)."""
+    path = Path(data_dir) / DB_FILE
+    if not path.exists():
+        raise StoreError(f"no store in {data_dir} (no {DB_FILE})")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+    try:
+        conn.execute("PRAGMA busy_timeout = 30000")
+        check_schema_known(schema_version(conn), len(MIGRATIONS), f"the SQLite store {path}")
+        conn.execute("BEGIN")  # one snapshot for every query of the audit
+        try:
+            return SqliteView(conn, FaultInjector()).verify_integrity(channel_id)
+        finally:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the SQLite store {path}: {exc}") from exc
+    finally:
+        conn.close()
 
 
 def migrate(conn: sqlite3.Connection) -> int:
