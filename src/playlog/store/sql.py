@@ -88,7 +88,8 @@ def _channel(row: Sequence[Any]) -> Channel:
 
 
 def _stored(row: Sequence[Any]) -> StoredEntry:
-    return StoredEntry(row[0], row[1], row[2], bytes(row[3]))
+    payload = row[3]
+    return StoredEntry(row[0], row[1], row[2], payload if type(payload) is bytes else bytes(payload))
 
 
 def legacy_entry(row: Sequence[Any]) -> Entry:
