@@ -35,7 +35,7 @@ from playlog.auth import LOCAL_PRINCIPAL, Principal, Role, required_role
 from playlog.domain.rejection import FieldViolation, MalformedRequest
 from playlog.domain.validation import quote
 from playlog.events import emit, log_malformed
-from playlog.http.edge import Access, EdgeContext, HttpError, bad_parameter, route
+from playlog.http.edge import PRINCIPAL, Access, EdgeContext, HttpError, bad_parameter, route
 from playlog.http.session import COOKIE, current, wall_ms
 from playlog.v1 import audit_service_pb2 as audit_pb
 from playlog.v1 import channel_service_pb2 as channel_pb
@@ -133,7 +133,7 @@ async def call(
     """One gRPC method, reached over HTTP: the interceptor's admission (role,
     ranges, the malformed-request log), then the servicer, then the one error
     mapping."""
-    principal: Principal = request["principal"]
+    principal: Principal = request[PRINCIPAL]
     needed = role or required_role(f"{_V1}{method}", message)
     if needed is not None and not principal.has(needed):
         roles = ", ".join(sorted(r.name.lower() for r in principal.roles)) or "none"

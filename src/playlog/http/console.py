@@ -35,7 +35,7 @@ from playlog.auth import reauthenticating_guard, stream_guard
 from playlog.domain.validation import quote
 from playlog.events import emit
 from playlog.http.api import CALLER, HttpCallContext, status_of, to_json
-from playlog.http.edge import Access, EdgeContext, HttpError, bad_parameter, route
+from playlog.http.edge import PRINCIPAL, REAUTHENTICATE, Access, EdgeContext, HttpError, bad_parameter, route
 from playlog.v1 import execution_window_service_pb2 as ew_pb
 from playlog.v1 import types_pb2 as pb
 
@@ -148,7 +148,7 @@ class ConsoleRoutes:
         hub = self.context.watch
         if hub is None:
             raise HttpError(503, "UNAVAILABLE", "this server has no watch hub")
-        principal = request["principal"]  # a reader at least (CALLER)
+        principal = request[PRINCIPAL]  # a reader at least (CALLER)
         message = ew_pb.WatchWindowRequest(
             channel_id=request.match_info["id"], after_generation_id=_after(request)
         )
@@ -199,7 +199,7 @@ class ConsoleRoutes:
         interceptor re-checks a WatchWindow stream. None without auth."""
 
         def again() -> None:
-            request["principal"] = request["reauthenticate"]()
+            request[PRINCIPAL] = request[REAUTHENTICATE]()
 
         return reauthenticating_guard(self.context.credentials, again)
 

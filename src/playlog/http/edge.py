@@ -63,6 +63,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The caller of a route opened to everyone (--guide-public).
 PUBLIC = Principal("public", frozenset())
+# What the edge keeps on a request for its handlers (aiohttp's typed keys).
+PRINCIPAL = web.RequestKey("principal", Principal)
+REAUTHENTICATE: web.RequestKey[Callable[[], Principal]] = web.RequestKey("reauthenticate")
+VIA_SESSION = web.RequestKey("via_session", bool)
 # On every answer: the console's scripts, styles and data come from this
 # server only, no inline script or style runs, no other site frames it.
 SECURITY_HEADERS = {
@@ -259,7 +263,7 @@ class HttpEdge:
             method=request.method,
             path=request.path,  # never the query: it may carry a token
             status=response.status,
-            principal=request.get("principal", PUBLIC).name,
+            principal=request.get(PRINCIPAL, PUBLIC).name,
             peer=request.remote,
             duration_ms=round(seconds * 1000, 3),
             bytes=response.content_length,
@@ -278,10 +282,11 @@ class HttpEdge:
         principal = self._principal(request, access)
         if access.write:
             self._check_origin(request)
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         # A long answer (the console's event stream) asks again who is calling
         # when the auth file changed, as a WatchWindow stream does.
-        request["reauthenticate"] = functools.partial(self._principal, request, access)
+        reauthenticate: Callable[[], Principal] = functools.partial(self._principal, request, access)
+        request[REAUTHENTICATE] = reauthenticate
         current_principal.set(principal)
         return await handler(request)
 
@@ -338,7 +343,7 @@ class HttpEdge:
             reason = "expired or forged session" if found is None else "session of a revoked principal"
             self._refused("unauthenticated", found.principal if found else "", request, reason=reason)
             raise HttpError(401, "UNAUTHENTICATED", f"{reason}: sign in again with a token")
-        request["via_session"] = True
+        request[VIA_SESSION] = True
         return self._allowed(request, access, principal)
 
     def _check_origin(self, request: web.Request) -> None:
@@ -347,10 +352,10 @@ class HttpEdge:
         cookie must carry it. A script with a bearer header may omit it."""
         origin = request.headers.get("Origin")
         own = f"{request.scheme}://{request.host}"
-        if origin is None and not request.get("via_session"):
+        if origin is None and not request.get(VIA_SESSION):
             return
         if origin != own:
-            self._refused("permission_denied", request.get("principal", PUBLIC).name, request,
+            self._refused("permission_denied", request.get(PRINCIPAL, PUBLIC).name, request,
                           reason="cross-origin write", origin=str(origin)[:200])  # fmt: skip
             raise HttpError(
                 403,
