@@ -444,6 +444,23 @@ def test_bash_completion_script_names_every_command(tmp_path: Path) -> None:
         assert f"        {command}) words=" in script
 
 
+def _complete(script: str, words: list[str], cwd: Path) -> list[str]:
+    """What the completion offers for `words` (the last one being typed), run in bash."""
+    quoted = " ".join(f"'{w}'" for w in words)
+    program = f"{script}\nCOMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}; _playlog_ctl; "
+    program += 'printf "%s\\n" "${COMPREPLY[@]}"'
+    done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, cwd=cwd, check=True)
+    return done.stdout.split()
+
+
+def test_bash_completion_offers_formats_after_o_and_file_names_where_o_is_a_file(tmp_path: Path) -> None:
+    script = Ctl("unused", tmp_path).ok("completion", "bash")
+    (tmp_path / "as-run.xml").write_text("")
+    assert _complete(script, ["playlog", "ctl", "window", "-o", ""], tmp_path) == ["table", "json"]
+    offered = _complete(script, ["playlog", "ctl", "bxf", "export-as-run", "-o", "as"], tmp_path)
+    assert offered == ["as-run.xml"]
+
+
 def test_the_token_is_sent_as_bearer_and_the_servers_refusals_exit_1(tmp_path: Path) -> None:
     reader, operator = auth.new_token(), auth.new_token()
     auth_file = write_auth_file(

@@ -21,8 +21,18 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(s for a in parser._actions for s in a.option_strings if s.startswith("--") or len(s) == 2)
 
 
+def _o_takes_a_file(parser: argparse.ArgumentParser) -> bool:
+    """Whether -o of this command (or of one of its subcommands) names a file
+    rather than the output format (`ctl bxf export-as-run -o FILE`)."""
+    for action in parser._actions:
+        if "-o" in action.option_strings and action.choices is None:
+            return True
+    return any(_o_takes_a_file(sub) for sub in _subparsers(parser).values())
+
+
 def bash_completion(parser: argparse.ArgumentParser) -> str:
     commands = _subparsers(parser)
+    file_output = "|".join(name for name, sub in commands.items() if _o_takes_a_file(sub)) or "-"
     cases = []
     for name, sub in commands.items():
         words = _options(sub) + list(_subparsers(sub))
@@ -37,14 +47,19 @@ _playlog_ctl() {{
         COMPREPLY=($(compgen -W "serve verify token ctl" -- "$cur")); return
     fi
     [ "${{COMP_WORDS[1]}}" = ctl ] || {{ COMPREPLY=($(compgen -f -- "$cur")); return; }}
-    case "$prev" in
-        -f|--file|--ca-cert|--client-cert|--client-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-        -o|--output) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
-    esac
     cmd=""
     for ((i = 2; i < COMP_CWORD; i++)); do
         case "${{COMP_WORDS[i]}}" in -*) ;; *) cmd="${{COMP_WORDS[i]}}"; break ;; esac
     done
+    case "$prev" in
+        -f|--file|--ca-cert|--client-cert|--client-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        -o|--output)
+            case "$cmd" in
+                {file_output}) COMPREPLY=($(compgen -f -- "$cur")) ;;
+                *) COMPREPLY=($(compgen -W "table json" -- "$cur")) ;;
+            esac
+            return ;;
+    esac
     case "$cmd" in
 {case_body}
         *) words="{" ".join(list(commands) + _options(parser))}" ;;
