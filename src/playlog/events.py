@@ -92,8 +92,10 @@ MAX_LOGGED_VIOLATIONS = 20
 MAX_LOGGED_CHARS = 200
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_LOGGED_CHARS else text[: MAX_LOGGED_CHARS - 1] + "…"
+def clip(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`text` cut to `limit` characters, the cut marked with "…" (log lines
+    and error answers alike)."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def log_malformed(
@@ -103,9 +105,7 @@ def log_malformed(
     operator_override: bool,
     mutation_source: str,
 ) -> None:
-    shown = [
-        {"field": _clip(v.field), "rule": _clip(v.rule)} for v in error.violations[:MAX_LOGGED_VIOLATIONS]
-    ]
+    shown = [{"field": clip(v.field), "rule": clip(v.rule)} for v in error.violations[:MAX_LOGGED_VIOLATIONS]]
     more = len(error.violations) - len(shown)
     detail = "; ".join(f"{v['field']}: {v['rule']}" for v in shown) + (f"; … and {more} more" if more else "")
     _log_refused_input(
@@ -113,7 +113,7 @@ def log_malformed(
         mutation_source,
         detail,
         operator_override,
-        channel_id=_clip(channel_id),
+        channel_id=clip(channel_id),
         field_violations=shown,
         field_violations_total=len(error.violations),
     )
@@ -122,7 +122,7 @@ def log_malformed(
 def log_unreadable_request(rpc: str, message_type: str, detail: str, mutation_source: str) -> None:
     """A request body that does not parse as its message type: a refusal like
     any malformed request (a warning, no traceback)."""
-    _log_refused_input(rpc, mutation_source, _clip(detail), False, message_type=message_type)
+    _log_refused_input(rpc, mutation_source, clip(detail), False, message_type=message_type)
 
 
 def _log_refused_input(

@@ -23,7 +23,7 @@ from playlog.domain.paging import WindowChanged
 from playlog.domain.rejection import FieldViolation, MalformedRequest, Rejection
 from playlog.domain.schedule_days import OperatorRoleRequired
 from playlog.domain.validation import quote
-from playlog.events import emit
+from playlog.events import clip, emit
 from playlog.store.base import StoreError, StoreUnavailable
 
 log = logging.getLogger("playlog.api")
@@ -92,10 +92,6 @@ def invalid_argument_status(violations: list[FieldViolation]) -> grpc.Status:
     )
     message = "; ".join(f"{field}: {rule}" if field else rule for field, rule in shown)
     return _status(code_pb2.INVALID_ARGUMENT, message, bad_request)
-
-
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def clip_message(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:

@@ -215,7 +215,7 @@ class ExecutionWindowServicer(_Base, ew_grpc.ExecutionWindowServiceServicer):
             # Unpaged: the whole range, or a refusal that says how to page it.
             snap = await self.read(small, self.playlog.read_window, channel_id, start, end)
             payloads = [e.payload for e in snap.entries]
-            total = sum(len(p) + 6 for p in payloads)
+            total = sum(map(len, payloads)) + 6 * len(payloads)  # each with its tag and length
             if total > self._max_answer_bytes:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
